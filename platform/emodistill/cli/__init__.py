@@ -1,0 +1,1 @@
+"""Command-line interface: `emodistill <command>` (thin; the work lives in the library)."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics per exit, latency of cut models, reports."""

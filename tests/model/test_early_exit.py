@@ -1,0 +1,143 @@
+"""The early-exit model: exits, depth-limited runs, cutting, padding, heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import LABELS, padded_batch, tiny_model
+from emodistill.model import BackboneConfig, ModelConfig, build_model, count_parameters, masked_mean
+
+
+def test_forward_returns_every_exit_keyed_by_block(model):
+    x, _ = padded_batch([8000, 8000])
+    out = model(x)
+    assert list(out.exits) == ["exit_1", "exit_2", "exit_3", "exit_4"]
+    assert out.teacher is out.exits["exit_4"]
+    hidden = model.backbone.config.hidden_size
+    for name, ex in out.exits.items():
+        assert ex.block == int(name.split("_")[1])
+        assert ex.logits.shape == (2, len(LABELS))
+        assert ex.embedding.shape == (2, hidden)
+        assert ex.linear.shape == (2, 256)
+
+
+def test_last_block_is_always_the_teacher():
+    model = tiny_model(exits=[2])
+    assert model.exit_names == ["exit_2", "exit_4"]
+    assert model.spec.heads == {"exit_2": "gru", "exit_4": "mean"}
+    plain = tiny_model(exits=[])
+    assert plain.exit_names == ["exit_4"]
+
+
+def test_bad_exits_are_rejected():
+    with pytest.raises(ValueError, match="deeper than"):
+        build_model(ModelConfig(backbone=BackboneConfig(arch="tiny"), exits=[9]), LABELS)
+    with pytest.raises(ValueError, match="counted from 1"):
+        ModelConfig(exits=[0])
+    with pytest.raises(ValueError, match="at least 2 labels"):
+        build_model(ModelConfig(), ["only"])
+    with pytest.raises(ValueError, match="unknown exits"):
+        tiny_model()(torch.zeros(1, 4000), exits=["exit_9"])
+
+
+def test_layerdrop_is_forced_off():
+    model = build_model(ModelConfig(backbone=BackboneConfig(arch="base", overrides={"hidden_dropout": 0.0})), LABELS)
+    assert model.backbone.config.layerdrop == 0.0
+    with pytest.raises(ValueError, match="layerdrop"):
+        BackboneConfig(arch="tiny", overrides={"layerdrop": 0.1})
+
+
+def test_running_to_an_exit_never_runs_later_blocks(model):
+    ran: list[int] = []
+    for i, layer in enumerate(model.backbone.encoder.layers):
+        layer.register_forward_hook(lambda *_a, i=i: ran.append(i + 1))
+    x, _ = padded_batch([8000])
+    out = model(x, exits=["exit_2"])
+    assert list(out.exits) == ["exit_2"]
+    assert ran == [1, 2]
+    ran.clear()
+    model(x)
+    assert ran == [1, 2, 3, 4]
+    assert len(model.backbone.encoder.layers) == 4, "the full model keeps its blocks"
+
+
+def test_depth_limited_run_matches_full_run(model):
+    x, mask = padded_batch([12000, 7000])
+    full = model(x, mask)
+    for name in model.exit_names:
+        alone = model(x, mask, exits=[name]).exits[name]
+        torch.testing.assert_close(alone.logits, full.exits[name].logits, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "wavlm"])
+def test_cut_model_is_smaller_and_gives_the_same_logits(family):
+    model = tiny_model(family=family)
+    x, mask = padded_batch([9000, 16000])
+    full = model(x, mask)
+    for name in model.exit_names:
+        cut = model.cut(name)
+        block = int(name.split("_")[1])
+        assert len(cut.backbone.encoder.layers) == block
+        assert cut.exit_names == [name]
+        assert not any(k.startswith(f"backbone.encoder.layers.{block}.") for k in cut.state_dict())
+        assert not any(k.startswith("heads.") and not k.startswith(f"heads.{name}.") for k in cut.state_dict())
+        torch.testing.assert_close(cut(x, mask).exits[name].logits, full.exits[name].logits, rtol=0, atol=1e-6)
+    sizes = [count_parameters(model.cut(n)) for n in model.exit_names]
+    assert sizes == sorted(sizes) and sizes[-1] < count_parameters(model)
+    layer = count_parameters(model.backbone.encoder.layers[1])
+    assert sizes[1] - sizes[0] >= layer, "each deeper cut carries at least one more block"
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm"])
+@pytest.mark.parametrize("head", ["gru", "lstm", "conv", "mean"])
+def test_padded_batch_equals_clips_one_by_one(family, head):
+    model = tiny_model(family=family, student_head=head)
+    lengths = [16000, 9000, 4321]
+    x, mask = padded_batch(lengths, seed=1)
+    batch = model(x, mask)
+    for i, n in enumerate(lengths):
+        alone = model(x[i : i + 1, :n])
+        for name in model.exit_names:
+            torch.testing.assert_close(batch.exits[name].logits[i], alone.exits[name].logits[0], rtol=0, atol=1e-4)
+
+
+def test_heads_are_deterministic_in_eval(model):
+    x, mask = padded_batch([8000, 5000])
+    a, b = model(x, mask), model(x, mask)
+    for name in model.exit_names:
+        assert torch.equal(a.exits[name].logits, b.exits[name].logits)
+
+
+def test_masked_mean_ignores_padding():
+    frames = torch.tensor([[[1.0], [3.0], [100.0]]])
+    assert masked_mean(frames, torch.tensor([[True, True, False]])).item() == 2.0
+    assert masked_mean(frames, None).item() == pytest.approx(104 / 3)
+
+
+def test_frozen_feature_encoder_gets_no_gradient():
+    cfg = ModelConfig(backbone=BackboneConfig(arch="tiny", freeze_feature_encoder=True), exits=[2])
+    model = build_model(cfg, LABELS).train()
+    x, mask = padded_batch([8000, 6000])
+    model(x, mask).teacher.logits.sum().backward()
+    assert all(p.grad is None for p in model.backbone.feature_extractor.parameters())
+    assert model.backbone.encoder.layers[0].attention.q_proj.weight.grad is not None
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(backbone=BackboneConfig(arch="tiny", overrides={"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "feat_proj_dropout": 0.0}), exits=[2], head_dropout=0.0), LABELS)
+    ckpt_cfg = ModelConfig(
+        backbone=BackboneConfig(arch="tiny", gradient_checkpointing=True, overrides={"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "feat_proj_dropout": 0.0}),
+        exits=[2],
+        head_dropout=0.0,
+    )
+    ckpt = build_model(ckpt_cfg, LABELS)
+    ckpt.load_state_dict(plain.state_dict())
+    x, mask = padded_batch([8000, 8000])
+    for m in (plain.train(), ckpt.train()):
+        out = m(x, mask)
+        (out.exits["exit_2"].logits.sum() + out.teacher.logits.sum()).backward()
+    g1 = plain.backbone.encoder.layers[0].feed_forward.output_dense.weight.grad
+    g2 = ckpt.backbone.encoder.layers[0].feed_forward.output_dense.weight.grad
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
