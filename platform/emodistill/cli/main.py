@@ -32,6 +32,8 @@ def profile(
     seconds: float = typer.Option(3.0, min=0.1, help="Clip length in seconds."),
     repeats: int = typer.Option(20, min=1, help="Timed runs per model (after warm-up)."),
     warmup: int = typer.Option(3, min=0, help="Untimed runs before timing."),
+    student_head: str = typer.Option("gru", help="Head type of the student exits: gru, lstm, conv or mean."),
+    teacher_head: str = typer.Option("mean", help="Head type of the deepest exit."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch intra-op threads (default: torch's choice)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -52,7 +54,9 @@ def profile(
     depth = encoder.config.num_hidden_layers
     blocks = _parse_blocks(exits) or list(range(1, depth + 1))
     labels = ["anger", "happiness", "neutral", "sadness"]
-    model = EarlyExitModel(encoder, resolve_spec(ModelConfig(backbone=bb, exits=blocks), labels, depth))
+    model = EarlyExitModel(encoder, resolve_spec(
+        ModelConfig(backbone=bb, exits=blocks, student_head=student_head, teacher_head=teacher_head), labels, depth
+    ))
     names = [f"exit_{b}" for b in blocks]
     report = profile_exits(model, names, seconds=seconds, warmup=warmup, repeats=repeats)
     if as_json:
