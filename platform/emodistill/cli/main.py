@@ -66,6 +66,72 @@ def profile(
 
 
 @app.command()
+def synth(
+    out_dir: str = typer.Argument(..., help="Directory to write wav/ and manifest.csv into."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives byte-identical files."),
+    speakers: int = typer.Option(12, min=2, help="Number of synthetic speakers."),
+    emotions: str = typer.Option("angry,happy,neutral,sad", help="Comma-separated emotions."),
+    utterances: int = typer.Option(10, min=1, help="Utterances per speaker and emotion."),
+    min_seconds: float = typer.Option(1.5, help="Shortest clip, seconds."),
+    max_seconds: float = typer.Option(3.5, help="Longest clip, seconds."),
+) -> None:
+    """Generate the synthetic acted-emotion corpus (audio files + manifest.csv)."""
+    from emodistill.data.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig(
+        seed=seed,
+        speakers=speakers,
+        emotions=[e.strip() for e in emotions.split(",") if e.strip()],
+        utterances=utterances,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+    )
+    manifest = synthesize(out_dir, cfg, progress=True)
+    typer.echo(f"wrote {manifest}")
+
+
+@app.command()
+def ingest(
+    source: str = typer.Argument(..., help="Corpus root: local directory or s3:// prefix."),
+    dest: str = typer.Argument(..., help="Dataset directory or s3:// prefix to write."),
+    format: str = typer.Option("auto", "--format", help="auto, csv, ravdess, crema-d, emodb, iemocap or esd."),
+    labels: Optional[str] = typer.Option(
+        None, help="Label mapping: a preset (iemocap4, basic4), a YAML file, or from=to pairs ('-' drops)."
+    ),
+    folds: int = typer.Option(5, min=2, help="Speaker-independent folds when the corpus defines none."),
+    seed: int = typer.Option(0, help="Seed of the fold assignment."),
+    min_seconds: float = typer.Option(0.25, help="Reject shorter clips."),
+    max_seconds: float = typer.Option(30.0, help="Reject longer clips."),
+    shard_mb: float = typer.Option(128.0, help="Target shard size, MB."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Decode processes (default: all cores)."),
+    s3_endpoint_url: Optional[str] = typer.Option(None, help="S3 endpoint (default: env AWS_ENDPOINT_URL)."),
+    s3_key: Optional[str] = typer.Option(None, help="S3 access key id (default: env AWS_ACCESS_KEY_ID)."),
+    s3_secret: Optional[str] = typer.Option(None, help="S3 secret key (default: env AWS_SECRET_ACCESS_KEY)."),
+    s3_region: Optional[str] = typer.Option(None, help="S3 region (default: env AWS_REGION)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Ingest a labelled corpus into Parquet shards; list every rejected file with its reason."""
+    from emodistill.data.ingest import IngestConfig, ingest as run_ingest, parse_label_mapping
+    from emodistill.data.storage import S3Options
+
+    cfg = IngestConfig(
+        source=source,
+        dest=dest,
+        format=format,
+        labels=parse_label_mapping(labels),
+        folds=folds,
+        seed=seed,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        shard_mb=shard_mb,
+        workers=workers,
+        s3=S3Options(endpoint_url=s3_endpoint_url, key=s3_key, secret=s3_secret, region=s3_region),
+    )
+    report = run_ingest(cfg, progress=progress)
+    typer.echo(report.summary())
+
+
+@app.command()
 def demo() -> None:
     """The main job on the embedded defaults (see README)."""
     from emodistill.demo import run_demo
