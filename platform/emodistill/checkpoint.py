@@ -12,6 +12,7 @@ weights it holds, so a serving replica never materialises deeper blocks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -52,6 +53,17 @@ class CheckpointConfig(Config):
 class Checkpoint:
     model: EarlyExitModel
     config: CheckpointConfig
+    version: str  # first 12 hex digits of the weights' sha256: changes whenever the weights do
+
+    @property
+    def name(self) -> str:
+        """The backbone the model was fine-tuned from (hub id / path, or the random-init shape)."""
+        backbone = self.config.metadata.get("train_config", {}).get("model", {}).get("backbone", {})
+        if backbone.get("pretrained"):
+            return str(backbone["pretrained"])
+        if backbone.get("arch"):
+            return f"{backbone.get('family', 'wav2vec2')}-{backbone['arch']}"
+        return str(self.config.backbone.get("model_type", "unknown"))
 
 
 def save_checkpoint(
@@ -126,13 +138,14 @@ def load_checkpoint(uri: str | os.PathLike, exit: str | int | None = None) -> Ch
         spec = spec.model_copy(update={"heads": {name: spec.heads[name]}, "num_blocks": block})
         backbone_cfg["num_hidden_layers"] = block
     model = EarlyExitModel(backbone_from_dict(backbone_cfg), spec)
-    state = load_safetensors(_read_bytes(uri, WEIGHTS_FILE))
+    weights = _read_bytes(uri, WEIGHTS_FILE)
+    state = load_safetensors(weights)
     wanted = model.state_dict().keys()
     missing = [k for k in wanted if k not in state]
     if missing:
         raise ValueError(f"{uri}: {WEIGHTS_FILE} lacks {len(missing)} tensors, e.g. {missing[:3]}")
     model.load_state_dict({k: state[k] for k in wanted}, strict=True)
-    return Checkpoint(model=model.eval(), config=config)
+    return Checkpoint(model=model.eval(), config=config, version=hashlib.sha256(weights).hexdigest()[:12])
 
 
 def _read_bytes(uri: str | os.PathLike, name: str) -> bytes:

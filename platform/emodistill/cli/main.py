@@ -131,6 +131,97 @@ def ingest(
     typer.echo(report.summary())
 
 
+def _init_ray(address: Optional[str]) -> None:
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+
+
+def _print_exit_table(metrics: dict) -> None:
+    from emodistill.evaluate.tables import markdown_table
+
+    exits = sorted({k.split("/")[1] for k in metrics if k.startswith("val/exit_")}, key=lambda n: int(n[5:]))
+    rows = [[n, metrics[f"val/{n}/uar"], metrics[f"val/{n}/wa"], metrics[f"val/{n}/macro_f1"]] for n in exits]
+    typer.echo(markdown_table(["exit", "UAR", "WA", "macro-F1"], rows))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: str = typer.Option(..., "--config", help="Training config YAML (see jobs/configs/)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, print the resolved config, exit."),
+    folds: Optional[str] = typer.Option(None, help="'all' (or 0,2,4): speaker-independent cross-validation."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)."),
+) -> None:
+    """Self-distillation fine-tuning on Ray Train. Extra arguments are key=value overrides."""
+    from emodistill.train.config import TrainConfig
+
+    cfg = TrainConfig.from_yaml(config, list(ctx.args))
+    if dry_run:
+        typer.echo(cfg.to_yaml())
+        return
+    _init_ray(address)
+    if folds:
+        from emodistill.train.cv import cross_validate
+
+        chosen = None if folds == "all" else [int(f) for f in _parse_blocks(folds) or []]
+        summary = cross_validate(cfg, chosen)
+        rows = [[k, v["mean"], v["std"]] for k, v in summary["metrics"].items() if k.endswith("/uar")]
+        from emodistill.evaluate.tables import markdown_table
+
+        typer.echo(markdown_table(["metric", "mean", "std"], rows))
+        return
+    from emodistill.train.loop import fit
+
+    result = fit(cfg)
+    _print_exit_table(result.best_metrics)
+    typer.echo(f"best checkpoint ({cfg.run.checkpoint_metric} = {result.best_metrics[cfg.run.checkpoint_metric]:.3f}): "
+               f"{result.best_checkpoint}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory (local or s3://)."),
+    dataset: str = typer.Argument(..., help="Dataset URI."),
+    folds: Optional[str] = typer.Option(None, help="Folds to evaluate, e.g. 0,1 (default: the checkpoint's held-out folds)."),
+    splits: Optional[str] = typer.Option(None, help="Splits to evaluate instead, e.g. test."),
+    out: Optional[str] = typer.Option(None, help="Output directory (default: report/ beside the checkpoint)."),
+    repeats: int = typer.Option(20, min=1, help="Timed runs per exit and clip length."),
+    latency_seconds: str = typer.Option("1,3,6", help="Clip lengths (s) at which latency is profiled."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads while timing."),
+    as_json: bool = typer.Option(False, "--json", help="Print report.json instead of the table."),
+) -> None:
+    """Per-exit UAR/WA/F1 and cut-model latency, fusion and early-exit sweeps; writes the report files."""
+    from emodistill.evaluate.report import EvaluateConfig, evaluate as run_evaluate
+    from emodistill.evaluate.report import EXIT_HEADERS, exit_rows
+    from emodistill.evaluate.tables import markdown_table
+
+    cfg = EvaluateConfig(
+        checkpoint=checkpoint,
+        dataset=dataset,
+        folds=_parse_blocks(folds),
+        splits=[s.strip() for s in splits.split(",")] if splits else None,
+        out=out,
+        repeats=repeats,
+        latency_seconds=[float(s) for s in latency_seconds.split(",") if s.strip()],
+        threads=threads,
+    )
+    report = run_evaluate(cfg)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(markdown_table(EXIT_HEADERS, exit_rows(report)))
+    typer.echo(f"report: {report['out']}/report.md, plot: {report['out']}/accuracy_latency.png")
+
+
 @app.command()
 def demo() -> None:
     """The main job on the embedded defaults (see README)."""

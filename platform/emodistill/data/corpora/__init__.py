@@ -12,10 +12,11 @@ from emodistill.data.corpora.esd import ESDCorpus
 from emodistill.data.corpora.iemocap import IemocapCorpus
 from emodistill.data.corpora.ravdess import RavdessCorpus
 
-# Order matters for `auto`: specific layouts first, the generic manifest last.
+# Order matters for `auto`: an explicit manifest.csv wins (the user said what each file
+# is), then the published layouts.
 CORPORA: dict[str, Corpus] = {
     c.name: c
-    for c in (IemocapCorpus(), RavdessCorpus(), CremaDCorpus(), EmoDBCorpus(), ESDCorpus(), CsvCorpus())
+    for c in (CsvCorpus(), IemocapCorpus(), RavdessCorpus(), CremaDCorpus(), EmoDBCorpus(), ESDCorpus())
 }
 FORMATS = ("auto", *CORPORA)
 
