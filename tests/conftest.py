@@ -135,3 +135,34 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+def make_pitch_corpus(root, speakers: int = 6, per_label: int = 4, seed: int = 0):
+    """A small csv corpus whose three labels differ in pitch (learnable in a few epochs)."""
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(speakers):
+        for label, freq in {"angry": 330.0, "happy": 240.0, "sad": 150.0}.items():
+            for k in range(per_label):
+                rel = f"wav/s{s}/{label}_{k}.wav"
+                f = freq * (1 + 0.06 * (s - speakers / 2) / speakers) * float(rng.uniform(0.95, 1.05))
+                write_audio(root / rel, tone(float(rng.uniform(0.8, 1.6)), freq=f, seed=s * 100 + k))
+                rows.append((rel, label, f"s{s}"))
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("path", "label", "speaker"), *rows])
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """An ingested 3-class, 6-speaker, 3-fold dataset (local directory URI)."""
+    from emodistill.data.ingest import IngestConfig, ingest
+
+    root = make_pitch_corpus(tmp_path_factory.mktemp("pitch-corpus"))
+    dest = tmp_path_factory.mktemp("pitch-data")
+    ingest(IngestConfig(source=str(root), dest=str(dest), folds=3, workers=1), progress=False)
+    return str(dest)

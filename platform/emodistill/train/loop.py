@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emodistill.checkpoint import save_checkpoint
+from emodistill.checkpoint import read_checkpoint_config, save_checkpoint
 from emodistill.data.reader import Collate, read_dataset
 from emodistill.data.schema import DatasetInfo, read_info
 from emodistill.evaluate.metrics import exit_metrics, summary
@@ -156,6 +156,7 @@ def train_loop_per_worker(config: dict) -> None:
     step = TrainStep(model, SelfDistillationLoss(cfg.loss), cfg.optim, steps_per_epoch * cfg.optim.epochs)
 
     start_epoch, resumed_from = 0, -1
+    history: list[dict] = []  # per-epoch metrics, carried in every checkpoint
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -166,6 +167,7 @@ def train_loop_per_worker(config: dict) -> None:
             train_state = torch.load(os.path.join(directory, TRAIN_STATE_FILE), weights_only=True)
             step.load_state_dict(train_state["step"])
             start_epoch = int(train_state["epoch"]) + 1
+            history = read_checkpoint_config(directory).metadata.get("history", [])
             resumed_from = int(train_state["epoch"])
             torch.set_rng_state(train_state["torch_rng"])
 
@@ -208,6 +210,7 @@ def train_loop_per_worker(config: dict) -> None:
                 "optimizer_steps": step.optimizer_steps,
             }
         )
+        history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -224,6 +227,7 @@ def train_loop_per_worker(config: dict) -> None:
                         "val_folds": config["selection"]["val_folds"],
                         "train_splits": config["selection"]["train_splits"],
                         "val_splits": config["selection"]["val_splits"],
+                        "history": history,
                     },
                 )
                 torch.save(
@@ -298,7 +302,8 @@ def fit(cfg: TrainConfig) -> TrainResult:
     best_ckpt, best_metrics = max(
         result.best_checkpoints, key=lambda cm: cm[1].get(cfg.run.checkpoint_metric, float("-inf"))
     )
-    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else [result.metrics]
+    with result.checkpoint.as_directory() as latest:  # the latest checkpoint carries the whole history
+        history = read_checkpoint_config(latest).metadata.get("history", [])
     best_path = best_ckpt.path
     if cfg.run.export_dir:
         best_path = export_checkpoint(best_ckpt, cfg.run.export_dir)
