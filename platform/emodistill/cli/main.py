@@ -131,18 +131,20 @@ def ingest(
     typer.echo(report.summary())
 
 
-def _init_ray(address: Optional[str]) -> None:
+def _init_ray(address: Optional[str], quiet: bool = False) -> None:
+    """Connect to ``address`` / RAY_ADDRESS, or start a local cluster (no dashboard)."""
     import os
 
     import ray
 
     if ray.is_initialized():
         return
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=not quiet)
     else:
-        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=not quiet, logging_level="WARNING")
 
 
 def _print_exit_table(metrics: dict) -> None:
@@ -223,11 +225,14 @@ def evaluate(
 
 
 @app.command()
-def demo() -> None:
-    """The main job on the embedded defaults (see README)."""
+def demo(
+    config: str = typer.Option("jobs/configs/demo_cpu.yaml", help="Training config of the demo."),
+    root: str = typer.Option("runs/demo", help="Where everything lands (replaced on every run)."),
+) -> None:
+    """The main job on the embedded defaults: synth -> ingest -> train -> evaluate."""
     from emodistill.demo import run_demo
 
-    run_demo()
+    run_demo(config=config, root=root)
 
 
 def main() -> None:

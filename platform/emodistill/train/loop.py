@@ -249,7 +249,26 @@ class TrainResult:
     run_dir: str
 
 
-def fit(cfg: TrainConfig) -> TrainResult:
+def _progress_callback(epochs: int):
+    """A controller-side callback printing one line per epoch (shown in the driver's log)."""
+    import ray.train
+
+    class EpochProgress(ray.train.UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            m = metrics[0]
+            exits = sorted({k.split("/")[1] for k in m if k.startswith("val/exit_")}, key=lambda n: int(n[5:]))
+            uars = " ".join(f"{n}={m[f'val/{n}/uar']:.3f}" for n in exits)
+            resumed = f" (resumed after epoch {m['resumed_from_epoch']})" if m.get("resumed_from_epoch", -1) >= 0 else ""
+            print(
+                f"epoch {m['epoch'] + 1}/{epochs}: train loss {m['train/loss/total']:.3f}, "
+                f"{m['train/clips_per_second']:.1f} clips/s; val UAR {uars}{resumed}",
+                flush=True,
+            )
+
+    return EpochProgress()
+
+
+def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Run the Ray Train job described by ``cfg`` on the current Ray cluster."""
     import ray
     import ray.train
@@ -293,6 +312,7 @@ def fit(cfg: TrainConfig) -> TrainResult:
                 checkpoint_score_order="max",
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            callbacks=[_progress_callback(cfg.optim.epochs)] if progress else [],
         ),
         datasets={"train": train_ds, "val": val_ds},
     )

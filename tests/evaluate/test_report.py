@@ -1,0 +1,70 @@
+"""`emodistill evaluate` on a real checkpoint and dataset: every output file, right content."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from emodistill.checkpoint import save_checkpoint
+from emodistill.data.schema import read_info
+from emodistill.evaluate.report import EvaluateConfig, evaluate
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_dataset, tmp_path_factory):
+    info = read_info(tiny_dataset)
+    torch.manual_seed(0)
+    from emodistill.model import BackboneConfig, ModelConfig, build_model
+
+    model = build_model(ModelConfig(backbone=BackboneConfig(arch="tiny"), exits=[1, 2, 3]), info.labels)
+    path = tmp_path_factory.mktemp("run") / "checkpoint"
+    save_checkpoint(model, path, metadata={"train_folds": [0, 1], "val_folds": [2], "dataset": tiny_dataset})
+    return str(path)
+
+
+def test_report_files_and_contents(tiny_dataset, checkpoint):
+    report = evaluate(EvaluateConfig(checkpoint=checkpoint, dataset=tiny_dataset, repeats=3, latency_seconds=[1.0, 2.0]))
+    out = Path(checkpoint).parent / "report"
+    assert report["out"] == str(out)
+    for name in ["report.json", "report.md", "accuracy_latency.png", "exit_profile.json"]:
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["num_classes"] == 3 and saved["labels"] == ["angry", "happy", "sad"]
+    assert saved["train"]["folds"] == [0, 1] and saved["eval"]["folds"] == [2]
+    assert saved["eval"]["clips"] == sum(read_info(tiny_dataset).counts_by_fold["2"].values())
+    for name, e in saved["exits"].items():
+        assert e["block"] == int(name[5:])
+        assert 0 <= e["uar"] <= 1 and 0 <= e["wa"] <= 1 and 0 <= e["macro_f1"] <= 1
+        assert 0 < e["latency_ms_p50"] <= e["latency_ms_p95"]
+        assert sum(map(sum, e["confusion"])) == saved["eval"]["clips"]
+    assert set(saved["policies"]) == {"fusion", "early_exit_margin", "early_exit_entropy"}
+    sweep = saved["policies"]["early_exit_margin"]
+    assert sweep[0]["mean_block"] == 1.0, "threshold 0: every clip leaves at the first exit"
+    assert sweep[-1]["mean_block"] == 4.0, "threshold 1: nothing is that sure, every clip goes deepest"
+    profile = json.loads((out / "exit_profile.json").read_text())
+    assert set(profile["exits"]) == {"exit_1", "exit_2", "exit_3", "exit_4"}
+    assert set(profile["exits"]["exit_2"]["latency_ms"]) == {"1", "2"}
+    assert profile["model"]["version"] and profile["labels"] == ["angry", "happy", "sad"]
+    assert (out / "accuracy_latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| exit_1 |" in (out / "report.md").read_text()
+
+
+def test_cli_evaluate_with_explicit_folds(tiny_dataset, checkpoint, tmp_path):
+    exe = Path(sys.executable).with_name("emodistill")
+    run = subprocess.run(
+        [str(exe), "evaluate", checkpoint, tiny_dataset, "--folds", "0,1", "--out", str(tmp_path), "--repeats", "2",
+         "--latency-seconds", "1", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["eval"]["folds"] == [0, 1]
+    bad = subprocess.run([str(exe), "evaluate", checkpoint, tiny_dataset, "--folds", "9"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no folds [9]" in bad.stderr
+    missing = subprocess.run([str(exe), "evaluate", str(tmp_path / "nope"), tiny_dataset], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no checkpoint at" in missing.stderr
