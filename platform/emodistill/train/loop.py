@@ -271,6 +271,7 @@ def _progress_callback(epochs: int):
 def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Run the Ray Train job described by ``cfg`` on the current Ray cluster."""
     import ray
+    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -278,6 +279,9 @@ def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     sel = select(cfg, info)
     if not ray.is_initialized():
         ray.init()
+    data_context = ray.data.DataContext.get_current()
+    data_context.enable_progress_bars = False
+    data_context.print_on_execution_start = False
     train_ds = read_dataset(
         cfg.data.dataset, folds=sel.train_folds, splits=sel.train_splits, options=cfg.data.train_batch, s3=cfg.data.s3
     ).randomize_block_order(seed=cfg.seed)
@@ -313,6 +317,7 @@ def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             callbacks=[_progress_callback(cfg.optim.epochs)] if progress else [],
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # our per-epoch line instead
         ),
         datasets={"train": train_ds, "val": val_ds},
     )
