@@ -35,7 +35,7 @@ from emodistill.config import Config
 from emodistill.data import audio
 from emodistill.data.corpora import FORMATS, SourceItem, get_corpus
 from emodistill.data.schema import ARROW_SCHEMA, INFO_FILE, REJECTS_FILE, SCHEMA_VERSION, DatasetInfo, ShardInfo
-from emodistill.data.storage import S3Options, get_fs, join, write_bytes_atomic
+from emodistill.data.storage import S3Options, get_fs, is_remote, join, write_bytes_atomic
 
 # Named --labels mappings (canonical corpus labels -> dataset labels; absent = dropped).
 LABEL_PRESETS: dict[str, dict[str, str | None]] = {
@@ -152,7 +152,7 @@ def _process(args: tuple) -> _Decoded | Reject:
     return _Decoded(sha256=digest, flac=audio.encode_flac(wave), num_samples=int(wave.size))
 
 
-def _map_parallel(tasks: list[tuple], workers: int, progress: bool) -> list:
+def _map_parallel(tasks: list[tuple], workers: int, progress: bool, remote: bool) -> list:
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc="ingest", unit="file", disable=not progress, file=sys.stderr)
@@ -163,8 +163,9 @@ def _map_parallel(tasks: list[tuple], workers: int, progress: bool) -> list:
                 results.append(_process(task))
                 bar.update()
         else:
-            # spawn, not fork: s3fs holds an event loop and threads that do not survive fork.
-            context = multiprocessing.get_context("spawn")
+            # s3fs holds an event loop and threads that do not survive fork: spawn for
+            # remote sources; fork (no re-import, much faster start) for local ones.
+            context = multiprocessing.get_context("spawn" if remote else "fork")
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
                 for result in pool.map(_process, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))):
                     results.append(result)
@@ -195,7 +196,7 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> IngestReport:
 
     limits = audio.AudioLimits(cfg.min_seconds, cfg.max_seconds, cfg.silence_peak)
     tasks = [(src_fs, item.path, limits) for item, _ in usable]
-    results = _map_parallel(tasks, cfg.workers or os.cpu_count() or 1, progress)
+    results = _map_parallel(tasks, cfg.workers or os.cpu_count() or 1, progress, is_remote(cfg.source))
 
     rows: list[dict] = []
     first_of: dict[str, str] = {}
