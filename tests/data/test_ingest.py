@@ -21,7 +21,7 @@ LABELS = {"angry": 330.0, "happy": 260.0, "sad": 150.0}
 MAPPING = {"angry": "angry", "happy": "happy", "excited": "happy", "sad": "sad"}
 BAD = {
     "zbad/corrupt.wav": "unreadable",
-    "zbad/empty.wav": "unreadable",
+    "zbad/empty.wav": "empty",
     "zbad/silent.wav": "silent",
     "zbad/nan.wav": "non_finite",
     "zbad/short.wav": "too_short",
@@ -98,6 +98,7 @@ def test_ingest_keeps_good_files_and_lists_every_reject(corpus, tmp_path):
 
     rejects = list(csv.DictReader(open(tmp_path / "ds" / "rejects.csv")))
     assert len(rejects) == len(BAD) and all(r["message"] for r in rejects)
+    assert not any("0x" in r["message"] for r in rejects), "messages name no memory addresses"
     assert f"{info.num_rows} rows + {len(BAD)} rejected = {files} files seen" in report.summary()
 
     table = pq.read_table(tmp_path / "ds" / info.shards[0].name)
@@ -139,6 +140,7 @@ def test_rerun_is_byte_identical_and_replaces_stale_shards(corpus, tmp_path):
     assert [s.name for s in first.shards] == [s.name for s in second.shards]
     for s in first.shards:
         assert (tmp_path / "a" / s.name).read_bytes() == (tmp_path / "b" / s.name).read_bytes()
+    assert (tmp_path / "a" / "rejects.csv").read_bytes() == (tmp_path / "b" / "rejects.csv").read_bytes()
     again = ingest(config(root, tmp_path / "a", shard_mb=128), progress=False).info
     assert len(again.shards) == 1
     on_disk = sorted(p.name for p in (tmp_path / "a").glob("part-*.parquet"))

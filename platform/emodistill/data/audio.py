@@ -8,6 +8,7 @@ stored as 16-bit FLAC.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,5 +93,8 @@ def decode_flac(data: bytes) -> np.ndarray:
 
 
 def _short(err: Exception) -> str:
+    """First line of a decoder error, without libsndfile's "Error opening <object at 0x..>:"
+    prefix (it names a memory address: noise to a reader, and different on every run)."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = re.sub(r"^Error opening .*?: ", "", text)
     return text[:200]

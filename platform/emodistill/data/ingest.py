@@ -143,6 +143,8 @@ def _process(args: tuple) -> _Decoded | Reject:
         return Reject(path, "missing", "file disappeared or cannot be found")
     except OSError as err:
         return Reject(path, "unreadable", f"cannot read file: {err}")
+    if not data:
+        return Reject(path, "empty", "file is empty (0 bytes)")
     digest = hashlib.sha256(data).hexdigest()
     try:
         wave = audio.decode(data)
