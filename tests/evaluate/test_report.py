@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_model
 from emodistill.checkpoint import save_checkpoint
 from emodistill.data.schema import read_info
 from emodistill.evaluate.report import EvaluateConfig, evaluate

@@ -174,7 +174,7 @@ def synthesize_clip(seed: int, spk_index: int, emotion: str, index: int, cfg: Sy
 
     # syllables: durations around 1/rate, some followed by pauses
     syl_rate = spk.rate * prof.rate * float(rng.uniform(0.9, 1.1))
-    bounds, pos, voiced = [0], 0, []
+    pos, voiced = 0, []
     while pos < n:
         length = int(rng.gamma(9.0, 1.0 / (9.0 * syl_rate)) * rate)
         length = max(length, int(0.06 * rate))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import platform as _platform
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -63,6 +63,38 @@ class Corpus:
         raise NotImplementedError
 
 
+def strip_root(fs: fsspec.AbstractFileSystem, root: str) -> str:
+    """``root`` as the filesystem names its paths (no protocol, no trailing slash)."""
+    return fs._strip_protocol(root).rstrip("/") or "/"
+
+
+def list_dir(fs: fsspec.AbstractFileSystem, path: str) -> list[dict]:
+    """Entries (with details) directly in ``path``; none when it does not exist."""
+    try:
+        return fs.ls(path, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def audio_files_in(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
+    """The audio files directly in ``folder`` (none when it does not exist)."""
+    return [
+        e["name"]
+        for e in list_dir(fs, folder)
+        if e.get("type") == "file" and e["name"].lower().endswith(AUDIO_EXTENSIONS)
+    ]
+
+
+def subdirs(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
+    """Names of the folders directly in ``folder``, sorted."""
+    return sorted(posixpath.basename(e["name"].rstrip("/")) for e in list_dir(fs, folder) if e.get("type") == "directory")
+
+
+def stem(path: str) -> str:
+    """File name without folder and extension."""
+    return posixpath.splitext(posixpath.basename(path))[0]
+
+
 def find_audio(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
     """All audio files under ``root`` (recursive), sorted."""
     root = root.rstrip("/")

@@ -23,7 +23,7 @@ import posixpath
 import re
 from collections.abc import Iterator
 
-from emodistill.data.corpora.base import AUDIO_EXTENSIONS, Corpus, SourceItem, relative, unknown_label
+from emodistill.data.corpora.base import Corpus, SourceItem, audio_files_in, relative, stem, strip_root, unknown_label
 
 NAME = "crema-d"
 AUDIO_DIR = "AudioWAV"
@@ -44,29 +44,8 @@ EMOTIONS = {
 SCHEME = "ActorID_Sentence_Emotion_Intensity, e.g. 1001_DFA_ANG_XX"
 
 
-def _root(fs, root: str) -> str:
-    return fs._strip_protocol(root).rstrip("/") or "/"
-
-
-def _audio_files(fs, folder: str) -> list[str]:
-    """The audio files directly in ``folder`` (none when it does not exist)."""
-    try:
-        entries = fs.ls(folder, detail=True)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [
-        e["name"]
-        for e in entries
-        if e.get("type") == "file" and e["name"].lower().endswith(AUDIO_EXTENSIONS)
-    ]
-
-
 def _folders(root: str) -> list[str]:
     return [posixpath.join(root, AUDIO_DIR), root]
-
-
-def _stem(path: str) -> str:
-    return posixpath.splitext(posixpath.basename(path))[0]
 
 
 def _name_problem(actor: str, sentence: str, intensity: str) -> str | None:
@@ -81,7 +60,7 @@ def _name_problem(actor: str, sentence: str, intensity: str) -> str | None:
 
 def _item(path: str, relpath: str) -> SourceItem:
     base = {"path": path, "relpath": relpath, "corpus": NAME}
-    match = FILE_NAME.match(_stem(path))
+    match = FILE_NAME.match(stem(path))
     if match is None:
         problem = f"bad_name: {posixpath.basename(path)!r} does not follow the CREMA-D scheme {SCHEME}"
         return SourceItem(**base, speaker="", label=None, raw_label="", problem=problem)
@@ -101,11 +80,11 @@ class CremaDCorpus(Corpus):
     name = NAME
 
     def detect(self, fs, root: str) -> bool:
-        root = _root(fs, root)
-        return any(FILE_NAME.match(_stem(p)) for folder in _folders(root) for p in _audio_files(fs, folder))
+        root = strip_root(fs, root)
+        return any(FILE_NAME.match(stem(p)) for folder in _folders(root) for p in audio_files_in(fs, folder))
 
     def discover(self, fs, root: str) -> Iterator[SourceItem]:
-        root = _root(fs, root)
-        paths = [p for folder in _folders(root) for p in _audio_files(fs, folder)]
+        root = strip_root(fs, root)
+        paths = [p for folder in _folders(root) for p in audio_files_in(fs, folder)]
         items = [_item(p, relative(p, root)) for p in paths]
         yield from sorted(items, key=lambda it: it.relpath)

@@ -21,7 +21,7 @@ import posixpath
 import re
 from collections.abc import Iterator
 
-from emodistill.data.corpora.base import AUDIO_EXTENSIONS, Corpus, SourceItem, relative, unknown_label
+from emodistill.data.corpora.base import Corpus, SourceItem, audio_files_in, relative, stem, strip_root, unknown_label
 
 NAME = "emodb"
 AUDIO_DIR = "wav"
@@ -42,30 +42,9 @@ EMOTIONS = {
 SCHEME = "speaker (2 digits), text (letter + 2 digits), emotion letter, version letter, e.g. 03a01Fa"
 
 
-def _root(fs, root: str) -> str:
-    return fs._strip_protocol(root).rstrip("/") or "/"
-
-
-def _audio_files(fs, folder: str) -> list[str]:
-    """The audio files directly in ``folder`` (none when it does not exist)."""
-    try:
-        entries = fs.ls(folder, detail=True)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [
-        e["name"]
-        for e in entries
-        if e.get("type") == "file" and e["name"].lower().endswith(AUDIO_EXTENSIONS)
-    ]
-
-
-def _stem(path: str) -> str:
-    return posixpath.splitext(posixpath.basename(path))[0]
-
-
 def _item(path: str, relpath: str) -> SourceItem:
     base = {"path": path, "relpath": relpath, "corpus": NAME}
-    match = FILE_NAME.match(_stem(path))
+    match = FILE_NAME.match(stem(path))
     if match is None:
         problem = f"bad_name: {posixpath.basename(path)!r} does not follow the EmoDB scheme {SCHEME}"
         return SourceItem(**base, speaker="", label=None, raw_label="", problem=problem)
@@ -88,11 +67,11 @@ class EmoDBCorpus(Corpus):
     name = NAME
 
     def detect(self, fs, root: str) -> bool:
-        folder = posixpath.join(_root(fs, root), AUDIO_DIR)
-        return any(FILE_NAME.match(_stem(p)) for p in _audio_files(fs, folder))
+        folder = posixpath.join(strip_root(fs, root), AUDIO_DIR)
+        return any(FILE_NAME.match(stem(p)) for p in audio_files_in(fs, folder))
 
     def discover(self, fs, root: str) -> Iterator[SourceItem]:
-        root = _root(fs, root)
-        paths = _audio_files(fs, posixpath.join(root, AUDIO_DIR))
+        root = strip_root(fs, root)
+        paths = audio_files_in(fs, posixpath.join(root, AUDIO_DIR))
         items = [_item(p, relative(p, root)) for p in paths]
         yield from sorted(items, key=lambda it: it.relpath)

@@ -23,7 +23,7 @@ import posixpath
 import re
 from collections.abc import Iterator
 
-from emodistill.data.corpora.base import Corpus, SourceItem, find_audio, relative, unknown_label
+from emodistill.data.corpora.base import Corpus, SourceItem, find_audio, relative, strip_root, subdirs, unknown_label
 
 NAME = "esd"
 
@@ -40,19 +40,6 @@ EMOTIONS = {
 SPLITS = {"train": "train", "evaluation": "dev", "test": "test"}
 # How many speaker folders `detect` looks into before giving up.
 DETECT_FOLDERS = 3
-
-
-def _root(fs, root: str) -> str:
-    return fs._strip_protocol(root).rstrip("/") or "/"
-
-
-def _subdirs(fs, folder: str) -> list[str]:
-    """Names of the folders directly in ``folder`` (none when it does not exist)."""
-    try:
-        entries = fs.ls(folder, detail=True)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory")
 
 
 def _split(parts: list[str]) -> tuple[str | None, str | None]:
@@ -93,15 +80,15 @@ class ESDCorpus(Corpus):
     name = NAME
 
     def detect(self, fs, root: str) -> bool:
-        root = _root(fs, root)
-        speakers = [name for name in _subdirs(fs, root) if SPEAKER_DIR.match(name)]
+        root = strip_root(fs, root)
+        speakers = [name for name in subdirs(fs, root) if SPEAKER_DIR.match(name)]
         for speaker in speakers[:DETECT_FOLDERS]:
-            if any(name.lower() in EMOTIONS for name in _subdirs(fs, posixpath.join(root, speaker))):
+            if any(name.lower() in EMOTIONS for name in subdirs(fs, posixpath.join(root, speaker))):
                 return True
         return False
 
     def discover(self, fs, root: str) -> Iterator[SourceItem]:
-        root = _root(fs, root)
+        root = strip_root(fs, root)
         items = []
         for path in find_audio(fs, root):
             relpath = relative(path, root)

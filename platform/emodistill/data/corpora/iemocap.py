@@ -34,7 +34,7 @@ import posixpath
 import re
 from collections.abc import Iterator
 
-from emodistill.data.corpora.base import Corpus, SourceItem, find_audio, relative, unknown_label
+from emodistill.data.corpora.base import Corpus, SourceItem, find_audio, relative, strip_root, unknown_label
 
 NAME = "iemocap"
 
@@ -58,10 +58,6 @@ EMOTIONS = {
 NO_AGREEMENT = "xxx"
 # How many Session folders `detect` looks into before giving up.
 DETECT_FOLDERS = 5
-
-
-def _root(fs, root: str) -> str:
-    return fs._strip_protocol(root).rstrip("/") or "/"
 
 
 def _sessions(fs, root: str) -> list[tuple[int, str]]:
@@ -149,11 +145,11 @@ class IemocapCorpus(Corpus):
     name = NAME
 
     def detect(self, fs, root: str) -> bool:
-        sessions = _sessions(fs, _root(fs, root))
+        sessions = _sessions(fs, strip_root(fs, root))
         return any(fs.isdir(_utterance_dir(folder)) for _, folder in sessions[:DETECT_FOLDERS])
 
     def discover(self, fs, root: str) -> Iterator[SourceItem]:
-        root = _root(fs, root)
+        root = strip_root(fs, root)
         items = []
         for number, session in _sessions(fs, root):
             audio_dir = _utterance_dir(session)

@@ -29,7 +29,7 @@ import posixpath
 import re
 from collections.abc import Iterator
 
-from emodistill.data.corpora.base import AUDIO_EXTENSIONS, Corpus, SourceItem, find_audio, relative, unknown_label
+from emodistill.data.corpora.base import AUDIO_EXTENSIONS, Corpus, SourceItem, find_audio, list_dir, relative, strip_root, unknown_label
 
 NAME = "ravdess"
 
@@ -59,17 +59,6 @@ FIELDS = (
 SCHEME = "MM-VV-EE-II-SS-RR-AA (seven two-digit fields)"
 # How many Actor_NN folders `detect` looks into before giving up.
 DETECT_FOLDERS = 3
-
-
-def _root(fs, root: str) -> str:
-    return fs._strip_protocol(root).rstrip("/") or "/"
-
-
-def _entries(fs, path: str) -> list[dict]:
-    try:
-        return fs.ls(path, detail=True)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 def _basename(path: str) -> str:
@@ -110,21 +99,21 @@ class RavdessCorpus(Corpus):
     name = NAME
 
     def detect(self, fs, root: str) -> bool:
-        root = _root(fs, root)
+        root = strip_root(fs, root)
         actor_dirs = [
             e["name"]
-            for e in _entries(fs, root)
+            for e in list_dir(fs, root)
             if e.get("type") == "directory" and ACTOR_DIR.match(_basename(e["name"]))
         ]
         for folder in sorted(actor_dirs)[:DETECT_FOLDERS]:
-            for entry in _entries(fs, folder):
+            for entry in list_dir(fs, folder):
                 stem, ext = posixpath.splitext(_basename(entry["name"]))
                 if entry.get("type") == "file" and ext.lower() in AUDIO_EXTENSIONS and FILE_NAME.match(stem):
                     return True
         return False
 
     def discover(self, fs, root: str) -> Iterator[SourceItem]:
-        root = _root(fs, root)
+        root = strip_root(fs, root)
         items = []
         for path in find_audio(fs, root):
             relpath = relative(path, root)
