@@ -101,3 +101,19 @@ def test_killed_worker_resumes_from_its_last_checkpoint(ray_local, tiny_dataset,
     first = resumed[0]
     assert first["epoch"] == first["resumed_from_epoch"] + 1, "continued after the checkpoint, not from scratch"
     assert pids[0] not in _train_worker_pids()
+
+
+def test_cross_validation_reports_mean_and_std_per_exit(ray_local, tiny_dataset, tmp_path):
+    from emodistill.train.cv import cross_validate
+
+    cfg = config(tiny_dataset, tmp_path, "cv", "optim.epochs=1", "model.exits=[2]")
+    summary = cross_validate(cfg)
+    assert summary["folds"] == [0, 1, 2]
+    for name in ["exit_2", "exit_4"]:
+        row = summary["metrics"][f"val/{name}/uar"]
+        assert len(row["folds"]) == 3 and row["mean"] == pytest.approx(sum(row["folds"]) / 3)
+        assert row["std"] >= 0
+    saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert set(saved["checkpoints"]) == {"0", "1", "2"}
+    for fold, path in saved["checkpoints"].items():
+        assert load_checkpoint(path).config.metadata["val_folds"] == [int(fold)]
