@@ -10,7 +10,6 @@ worker as a Ray `py_modules` entry, merged into the job's runtime env by ray.ini
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -38,11 +37,10 @@ def ensure_emodistill() -> list[str]:
 
 def init_ray() -> None:
     """Connect to the job's cluster (or start a local one) with emodistill on every worker."""
-    import ray
-
     py_modules = ensure_emodistill()
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    ray.init(runtime_env={"py_modules": py_modules} if py_modules else None, logging_level="WARNING")
+    from emodistill.cluster import init_ray as connect
+
+    connect(py_modules=py_modules)
 
 
 def run_cli(command: str, argv: list[str], needs_ray: bool) -> None:

@@ -27,7 +27,7 @@ def _done(started: float) -> None:
 
 
 def run_demo(config: str = "jobs/configs/demo_cpu.yaml", root: str = "runs/demo", folds: int = 4) -> dict:
-    from emodistill.cli.main import _init_ray
+    from emodistill.cluster import init_ray
     from emodistill.data.ingest import IngestConfig, ingest
     from emodistill.data.synth import SynthConfig, synthesize
     from emodistill.evaluate.report import EXIT_HEADERS, EvaluateConfig, evaluate, exit_rows
@@ -59,7 +59,7 @@ def run_demo(config: str = "jobs/configs/demo_cpu.yaml", root: str = "runs/demo"
     _done(t)
 
     t = _step(3, total, f"self-distillation fine-tuning on Ray Train ({train_cfg.scaling.num_workers} workers)")
-    _init_ray(None, quiet=False)
+    init_ray()
     result = fit(train_cfg)
     metric = train_cfg.run.checkpoint_metric
     typer.echo(f"      best checkpoint ({metric} = {result.best_metrics[metric]:.3f}) -> {result.best_checkpoint}")

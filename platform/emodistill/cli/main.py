@@ -131,32 +131,6 @@ def ingest(
     typer.echo(report.summary())
 
 
-def _init_ray(address: Optional[str], quiet: bool = False) -> None:
-    """Connect to ``address`` / RAY_ADDRESS, or start a local cluster.
-
-    Ray's own INFO logs and Ray Data progress bars are turned down everywhere, so the
-    driver shows the per-epoch lines of the training run rather than Ray internals.
-    """
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    quiet_env = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-    os.environ.update(quiet_env)
-    kwargs = dict(
-        log_to_driver=not quiet,
-        logging_config=ray.LoggingConfig(log_level="WARNING"),
-        runtime_env={"env_vars": quiet_env},
-    )
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(**kwargs)
-
-
 def _print_exit_table(metrics: dict) -> None:
     from emodistill.evaluate.tables import markdown_table
 
@@ -180,7 +154,9 @@ def train(
     if dry_run:
         typer.echo(cfg.to_yaml())
         return
-    _init_ray(address)
+    from emodistill.cluster import init_ray
+
+    init_ray(address)
     if folds:
         from emodistill.train.cv import cross_validate
 

@@ -125,7 +125,10 @@ def _gather(obj):
 
 def validation_metrics(parts, labels_names: list[str]) -> dict[str, float]:
     """Merge gathered (logits, labels, loss_sums, count) parts into flat metrics."""
-    logits = {n: np.concatenate([p[0][n] for p in parts if len(p[1])]) for n in parts[0][0]}
+    filled = [p for p in parts if len(p[1])]  # a rank may get no validation rows
+    if not filled:
+        raise ValueError("the held-out folds gave no validation clips")
+    logits = {n: np.concatenate([p[0][n] for p in filled]) for n in filled[0][0]}
     labels = np.concatenate([p[1] for p in parts])
     count = sum(p[3] for p in parts)
     per_exit = exit_metrics(logits, labels, len(labels_names))
@@ -133,7 +136,7 @@ def validation_metrics(parts, labels_names: list[str]) -> dict[str, float]:
     for name, m in per_exit.items():
         for key in ("uar", "wa", "macro_f1"):
             metrics[f"val/{name}/{key}"] = m[key]
-    for key in parts[0][2]:
+    for key in filled[0][2]:
         metrics[f"val/loss/{key}"] = sum(p[2].get(key, 0.0) for p in parts) / max(1, count)
     metrics["val/rows"] = float(count)
     return metrics
