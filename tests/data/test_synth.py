@@ -1,4 +1,4 @@
-"""The synthetic corpus: deterministic, ingestible, emotions audible in simple acoustics,
+"""The synthetic corpus: deterministic, well-formed, emotions audible in simple acoustics,
 learnable across speakers but not trivially."""
 
 from __future__ import annotations
@@ -8,73 +8,111 @@ import csv
 import numpy as np
 import pytest
 import soundfile as sf
+from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import ValidationError
 
 from emodistill.data.synth import EMOTIONS, SynthConfig, synthesize, synthesize_clip
 
-SMALL = dict(speakers=2, utterances=2, min_seconds=1.0, max_seconds=1.5, workers=1)
+SMALL = {"speakers": 2, "utterances": 2, "min_seconds": 1.0, "max_seconds": 1.5}
 
 
 def _files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def features(wave: np.ndarray, rate: int = 16000) -> dict[str, float]:
+    """Simple utterance features: frame loudness, zero crossings, spectral centroid, a crude f0 track."""
+    wave = np.asarray(wave, dtype=np.float64)
+    frame, hop = int(0.032 * rate), int(0.010 * rate)
+    frames = sliding_window_view(wave, frame)[::hop]
+    db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    active = db > db.max() - 25
+    x = frames[active] - frames[active].mean(axis=1, keepdims=True)
+    zcr = np.mean(np.signbit(x[:, 1:]) != np.signbit(x[:, :-1]))
+    spec = np.abs(np.fft.rfft(x * np.hanning(frame), axis=1))
+    centroid = np.mean((spec * np.fft.rfftfreq(frame, 1 / rate)).sum(axis=1) / (spec.sum(axis=1) + 1e-12))
+    # f0: the autocorrelation peak between 60 and 500 Hz, on frames that are clearly periodic
+    ac = np.fft.irfft(np.abs(np.fft.rfft(x, 2 * frame, axis=1)) ** 2, axis=1)[:, :frame]
+    lo, hi = rate // 500, rate // 60
+    lag = lo + np.argmax(ac[:, lo:hi], axis=1)
+    voiced = ac[np.arange(len(ac)), lag] > 0.5 * ac[:, 0]
+    if voiced.sum() < 5:
+        voiced[:] = True
+    semitones = 12 * np.log2(rate / lag[voiced])
+    t = np.flatnonzero(active)[voiced] * hop / rate
+    slope = np.polyfit(t, semitones, 1)[0] if np.ptp(t) > 0 else 0.0
+    return {
+        "loudness": float(db[active].mean()),  # dB
+        "loudness_std": float(db.std()),  # syllables and pauses
+        "active": float(active.mean()),
+        "zcr": float(zcr),
+        "centroid": float(centroid),  # Hz
+        "f0": float(np.median(semitones)),  # semitones re 1 Hz
+        "f0_range": float(np.percentile(semitones, 80) - np.percentile(semitones, 20)),
+        "f0_slope": float(slope),  # semitones per second
+    }
+
+
 def test_deterministic_and_seed_dependent(tmp_path):
-    synthesize(tmp_path / "a", SynthConfig(**SMALL))
+    manifest = synthesize(tmp_path / "a", SynthConfig(**SMALL))
     synthesize(tmp_path / "b", SynthConfig(**SMALL))
     synthesize(tmp_path / "c", SynthConfig(**SMALL, seed=1))
     a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
+    assert manifest == tmp_path / "a" / "manifest.csv"
     assert a == b
-    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a if k.endswith(".wav"))
+    assert a.keys() == c.keys() and a["manifest.csv"] == c["manifest.csv"]
+    assert all(a[k] != c[k] for k in a if k.endswith(".wav"))
 
 
-def test_manifest_and_audio(tmp_path):
+def test_manifest_layout_and_audio(tmp_path):
     cfg = SynthConfig(**SMALL, emotions=["angry", "sad", "calm"], sample_rate=22050)
     manifest = synthesize(tmp_path, cfg)
-    rows = list(csv.reader(open(manifest)))
-    assert rows[0] == ["path", "label", "speaker"]
-    assert len(rows) - 1 == 2 * 3 * 2 and rows[1:] == sorted(rows[1:])
-    for path, label, speaker in rows[1:]:
-        assert path.startswith(f"wav/{speaker}/{speaker}_{label}_")
+    lines = manifest.read_text().splitlines()
+    assert lines[0] == "path,label,speaker"
+    rows = [line.split(",") for line in lines[1:]]
+    assert len(rows) == 2 * 3 * 2 and rows == sorted(rows)
+    assert {r[2] for r in rows} == {"spk01", "spk02"} and {r[1] for r in rows} == {"angry", "sad", "calm"}
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.wav")) == [r[0] for r in rows]
+    for path, label, speaker in rows:
+        assert path.startswith(f"wav/{speaker}/{speaker}_{label}_") and path.endswith(".wav")
+        info = sf.info(tmp_path / path)
+        assert (info.format, info.subtype, info.samplerate, info.channels) == ("WAV", "PCM_16", 22050, 1)
         wave, rate = sf.read(tmp_path / path, dtype="float32")
-        assert rate == 22050 and wave.ndim == 1
-        assert 1.0 <= wave.size / rate <= 1.5
-        assert np.isfinite(wave).all() and 1e-3 < np.abs(wave).max() < 0.99
+        assert wave.ndim == 1 and 1.0 <= wave.size / rate <= 1.5
+        assert np.isfinite(wave).all() and 0.01 < np.abs(wave).max() < 0.95
 
 
 def test_a_clip_does_not_depend_on_the_other_clips(tmp_path):
     synthesize(tmp_path / "two", SynthConfig(**SMALL))
-    synthesize(tmp_path / "three", SynthConfig(**{**SMALL, "speakers": 3}, emotions=["sad", "angry"]))
+    synthesize(tmp_path / "three", SynthConfig(**{**SMALL, "speakers": 3, "utterances": 3}, emotions=["sad", "angry"]))
     two, three = _files(tmp_path / "two"), _files(tmp_path / "three")
     shared = [k for k in two if k in three and k.endswith(".wav")]
-    assert shared and all(two[k] == three[k] for k in shared)
+    assert len(shared) == 2 * 2 * 2
+    assert all(two[k] == three[k] for k in shared)
 
 
-def _features(wave, rate=16000):
-    frames = wave[: wave.size // 400 * 400].reshape(-1, 400)
-    rms = np.sqrt((frames**2).mean(axis=1)) + 1e-9
-    active = frames[rms > 0.3 * rms.max()]
-    spec = np.abs(np.fft.rfft(active * np.hanning(400), axis=1))
-    freqs = np.fft.rfftfreq(400, 1 / rate)
-    centroid = float(((spec * freqs).sum(axis=1) / spec.sum(axis=1)).mean())
-    f0 = []
-    for x in active[::2]:
-        x = x - x.mean()
-        ac = np.correlate(x, x, "full")[399:]
-        lo, hi = rate // 500, rate // 60
-        f0.append(rate / (lo + np.argmax(ac[lo:hi])))
-    return {"loudness": float(np.log(rms.mean())), "centroid": centroid, "f0": float(np.median(f0))}
+def test_progress_bar_on_stderr(tmp_path, capsys):
+    cfg = SynthConfig(**{**SMALL, "utterances": 1, "min_seconds": 0.2, "max_seconds": 0.3})
+    synthesize(tmp_path, cfg, progress=True)
+    captured = capsys.readouterr()
+    assert "synth" in captured.err and "8/8" in captured.err and captured.out == ""
+
+
+def _mean_features(cfg, emotion, clips):
+    rows = [features(synthesize_clip(cfg, s, emotion, i), cfg.sample_rate) for s, i in clips]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
 def test_emotions_move_the_acoustics_the_expected_way():
-    cfg = SynthConfig(min_seconds=2.0, max_seconds=2.0)
-    feats = {
-        e: [_features(synthesize_clip(3, s, e, i, cfg)) for s in range(4) for i in range(4)]
-        for e in ("angry", "sad", "neutral")
-    }
-    mean = {e: {k: np.mean([f[k] for f in v]) for k in v[0]} for e, v in feats.items()}
-    assert mean["angry"]["loudness"] > mean["neutral"]["loudness"] > mean["sad"]["loudness"]
-    assert mean["angry"]["f0"] > mean["neutral"]["f0"] > mean["sad"]["f0"]
-    assert mean["angry"]["centroid"] > mean["sad"]["centroid"]
+    cfg = SynthConfig(min_seconds=1.5, max_seconds=1.5)
+    clips = [(s, i) for s in range(6) for i in range(4)]  # the same speakers for every emotion
+    angry, neutral, sad, surprised = (_mean_features(cfg, e, clips) for e in ("angry", "neutral", "sad", "surprised"))
+    assert angry["loudness"] > neutral["loudness"] + 1 and neutral["loudness"] > sad["loudness"] + 2  # dB
+    assert angry["f0"] > neutral["f0"] + 1 and neutral["f0"] > sad["f0"] + 0.5  # semitones
+    assert angry["centroid"] > neutral["centroid"] and angry["centroid"] > sad["centroid"]  # flatter tilt
+    assert angry["zcr"] > sad["zcr"]
+    assert angry["f0_range"] > sad["f0_range"]
+    assert surprised["f0_slope"] > 0 > angry["f0_slope"]  # rising vs falling contours
 
 
 @pytest.mark.slow
@@ -84,19 +122,30 @@ def test_learnable_across_speakers_but_not_trivially(tmp_path):
     from sklearn.preprocessing import StandardScaler
 
     synthesize(tmp_path, SynthConfig())
-    rows = list(csv.DictReader(open(tmp_path / "manifest.csv")))
-    x = np.array([list(_features(sf.read(tmp_path / r["path"], dtype="float32")[0]).values()) for r in rows])
+    with open(tmp_path / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 * 4 * 10
+    x = np.array([list(features(*sf.read(tmp_path / r["path"], dtype="float32")).values()) for r in rows])
     y = np.array([r["label"] for r in rows])
     speakers = np.array([r["speaker"] for r in rows])
-    held_out = np.isin(speakers, sorted(set(speakers))[-4:])
+    held_out = np.isin(speakers, sorted(set(speakers))[-4:])  # two lower and two higher voices
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x[~held_out], y[~held_out])
     accuracy = float((clf.predict(x[held_out]) == y[held_out]).mean())
-    assert 0.5 < accuracy < 0.97, accuracy
+    assert 0.5 < accuracy < 0.97, accuracy  # chance is 0.25
 
 
 def test_bad_configs():
-    with pytest.raises(ValueError, match="larger than max_seconds"):
+    with pytest.raises(ValidationError, match=r"min_seconds \(3.0\) is larger than max_seconds \(2.0\)"):
         SynthConfig(min_seconds=3, max_seconds=2)
-    with pytest.raises(ValueError, match="unknown emotions"):
+    with pytest.raises(ValidationError, match=r"unknown emotions \['bored'\]; choose from"):
         SynthConfig(emotions=["angry", "bored"])
+    with pytest.raises(ValidationError, match="at least 2 distinct emotions"):
+        SynthConfig(emotions=["angry", "angry"])
+    with pytest.raises(ValidationError, match="greater than 0"):
+        SynthConfig(min_seconds=0)
+    with pytest.raises(ValidationError, match="greater than or equal to 2"):
+        SynthConfig(speakers=1)
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        SynthConfig(workers=2)
     assert set(EMOTIONS) >= {"neutral", "angry", "happy", "sad", "fearful", "surprised", "disgust", "calm"}
+    assert SynthConfig().emotions == ["angry", "happy", "neutral", "sad"]
