@@ -141,3 +141,48 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     g1 = plain.backbone.encoder.layers[0].feed_forward.output_dense.weight.grad
     g2 = ckpt.backbone.encoder.layers[0].feed_forward.output_dense.weight.grad
     torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "family,stable",
+    [("wav2vec2", False), ("wav2vec2", True), ("hubert", False), ("wavlm", False), ("wavlm", True), ("data2vec-audio", False)],
+)
+def test_resume_from_a_shallow_exit_equals_a_run_from_the_waveform(family, stable):
+    """A cascade continues from block k's output through blocks k+1.. only; the answer is
+    the one the deeper exit gives from the waveform (pre- and post-norm encoders, WavLM's
+    shared position bias), and blocks 1..k do not run again."""
+    torch.manual_seed(0)
+    overrides = {"do_stable_layer_norm": True, "feat_extract_norm": "layer"} if stable else {}
+    cfg = ModelConfig(
+        backbone=BackboneConfig(arch="tiny", family=family, overrides=overrides), exits=[1, 2, 3], student_head="mean"
+    )
+    model = build_model(cfg, LABELS).eval()
+    x, mask = padded_batch([8000, 5600])
+    with torch.no_grad():
+        direct = model(x, mask)
+        shallow = model(x, mask, exits=["exit_1"])
+        ran: list[int] = []
+        hooks = [
+            layer.register_forward_hook(lambda *_a, i=i: ran.append(i + 1))
+            for i, layer in enumerate(model.backbone.encoder.layers)
+        ]
+        resumed = model.resume(shallow.hidden["exit_1"], 1, shallow.frame_mask)
+        # one clip alone, its own frames only (what the serving cascade sends on)
+        n = shallow.frame_lengths[1]
+        alone = model.cut("exit_3").resume(shallow.hidden["exit_1"][1:2, :n], 1)
+        for h in hooks:
+            h.remove()
+    assert ran == [2, 3, 4, 2, 3]
+    assert list(resumed.exits) == ["exit_2", "exit_3", "exit_4"]
+    for name in resumed.exits:
+        torch.testing.assert_close(resumed.exits[name].logits, direct.exits[name].logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(alone.exits["exit_3"].logits, direct.exits["exit_3"].logits[1:2], atol=1e-4, rtol=1e-4)
+
+
+def test_resume_rejects_impossible_spans(model):
+    x, _ = padded_batch([8000])
+    hidden = model(x, exits=["exit_2"]).hidden["exit_2"]
+    with pytest.raises(ValueError, match="cannot resume"):
+        model.resume(hidden, 4)
+    with pytest.raises(ValueError, match="cannot resume"):
+        model.resume(hidden, 2, exits=["exit_1"])

@@ -11,7 +11,9 @@ outputs, then the model.
     => {"exit_3": ExitOutput(logits, embedding, linear), ...}
 
 The deepest exit is the teacher. ``cut(b)`` turns the model into a standalone model that
-holds only the conv encoder, blocks 1..b and head ``exit_b``.
+holds only the conv encoder, blocks 1..b and head ``exit_b``. ``resume(hidden, k)``
+continues from the output of block k (kept from an earlier, shallower run) through blocks
+k+1..depth, so a confidence cascade never recomputes the conv encoder or blocks 1..k.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from pydantic import Field, field_validator
@@ -105,6 +107,11 @@ class ExitOutput:
 class EarlyExitOutput:
     exits: dict[str, ExitOutput]  # exit_<b> -> output, shallowest first
     frame_mask: torch.Tensor | None  # (batch, frames) bool, None when nothing is padded
+    hidden: dict[str, torch.Tensor] = field(default_factory=dict)  # exit_<b> -> output of block b
+
+    @property
+    def frame_lengths(self) -> list[int] | None:
+        return None if self.frame_mask is None else self.frame_mask.sum(dim=1).tolist()
 
     @property
     def teacher(self) -> ExitOutput:
@@ -196,9 +203,33 @@ class EarlyExitModel(nn.Module):
         if unknown or not names:
             raise ValueError(f"unknown exits {sorted(unknown) or list(exits or [])}; this model has {self.exit_names}")
         hidden, frame_mask = self.embed(input_values, attention_mask)
-        states = self.run_blocks(hidden, frame_mask, [exit_block(n) for n in names])
+        return self._heads(names, self.run_blocks(hidden, frame_mask, [exit_block(n) for n in names]), frame_mask)
+
+    def resume(
+        self,
+        hidden: torch.Tensor,
+        from_block: int,
+        frame_mask: torch.Tensor | None = None,
+        exits: Sequence[str] | None = None,
+    ) -> EarlyExitOutput:
+        """Continue a run from ``hidden``, the output of block ``from_block`` (as
+        ``EarlyExitOutput.hidden`` gave it): only blocks from_block+1.. run. Returns the
+        exits deeper than ``from_block`` (or ``exits``), equal to a run from the waveform."""
+        deeper = [n for n in self.exit_names if exit_block(n) > from_block]
+        names = deeper if exits is None else [n for n in deeper if n in set(exits)]
+        if not 0 < from_block < self.spec.num_blocks or not names:
+            raise ValueError(
+                f"cannot resume from block {from_block} to {list(exits or deeper)}: this model has "
+                f"{self.spec.num_blocks} blocks and exits {self.exit_names}"
+            )
+        blocks = [exit_block(n) for n in names]
+        return self._heads(names, self.run_blocks(hidden, frame_mask, blocks, start=from_block), frame_mask)
+
+    def _heads(
+        self, names: Sequence[str], states: dict[int, torch.Tensor], frame_mask: torch.Tensor | None
+    ) -> EarlyExitOutput:
         outputs = {n: ExitOutput.of(exit_block(n), self.heads[n](states[exit_block(n)], frame_mask)) for n in names}
-        return EarlyExitOutput(exits=outputs, frame_mask=frame_mask)
+        return EarlyExitOutput(exits=outputs, frame_mask=frame_mask, hidden={n: states[exit_block(n)] for n in names})
 
     def embed(
         self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
@@ -236,9 +267,10 @@ class EarlyExitModel(nn.Module):
         return out
 
     def run_blocks(
-        self, hidden: torch.Tensor, frame_mask: torch.Tensor | None, blocks: Sequence[int]
+        self, hidden: torch.Tensor, frame_mask: torch.Tensor | None, blocks: Sequence[int], start: int = 0
     ) -> dict[int, torch.Tensor]:
-        """Run blocks 1..max(blocks) and return {block: (batch, frames, hidden)} for ``blocks``."""
+        """Run blocks start+1..max(blocks) and return {block: (batch, frames, hidden)} for
+        ``blocks``. ``hidden`` is the embedding (start=0) or the output of block ``start``."""
         depth = max(blocks)
         encoder = self.backbone.encoder
         captured: dict[int, torch.Tensor] = {}
@@ -251,7 +283,7 @@ class EarlyExitModel(nn.Module):
 
         handles = [encoder.layers[b - 1].register_forward_hook(capture(b)) for b in set(blocks)]
         try:
-            with self._depth(depth):
+            with self._span(start, depth):
                 last = encoder(hidden, attention_mask=frame_mask).last_hidden_state
         finally:
             for handle in handles:
@@ -263,18 +295,33 @@ class EarlyExitModel(nn.Module):
         return {b: captured[b] for b in blocks}
 
     @contextmanager
-    def _depth(self, depth: int) -> Iterator[None]:
-        """Temporarily keep only blocks 1..depth in the encoder, so later blocks never run."""
+    def _span(self, start: int, depth: int) -> Iterator[None]:
+        """Temporarily keep only blocks start+1..depth in the encoder, so no other block runs.
+
+        Resuming (start > 0) also skips what the encoder does before its first block: the
+        positional convolution and, in post-norm encoders, the LayerNorm (both were applied
+        before block 1 of the earlier run). WavLM's first block computes a relative position
+        bias that later blocks reuse; a resumed run gets it from block 1's table.
+        """
         encoder = self.backbone.encoder
-        layers = encoder.layers
-        if depth == len(layers):
+        saved = {"layers": encoder.layers, "pos_conv_embed": encoder.pos_conv_embed, "layer_norm": encoder.layer_norm}
+        if start == 0 and depth == len(encoder.layers):
             yield
             return
-        encoder.layers = nn.ModuleList(list(layers)[:depth])
+        layers = list(encoder.layers)[start:depth]
+        if start > 0:
+            encoder.pos_conv_embed = _NoPosition()
+            if not getattr(self.backbone.config, "do_stable_layer_norm", False):
+                encoder.layer_norm = nn.Identity()
+            first_attention = saved["layers"][0].attention
+            if hasattr(first_attention, "rel_attn_embed"):
+                layers[0] = _WithPositionBias(layers[0], first_attention)
+        encoder.layers = nn.ModuleList(layers)
         try:
             yield
         finally:
-            encoder.layers = layers
+            for name, module in saved.items():
+                setattr(encoder, name, module)
 
     # ---- cutting ----------------------------------------------------------------------
     def cut(self, exit: str | int) -> "EarlyExitModel":
@@ -290,6 +337,30 @@ class EarlyExitModel(nn.Module):
         model = EarlyExitModel(backbone, spec)
         model.heads[name].load_state_dict(self.heads[name].state_dict())
         return model.train(self.training)
+
+
+class _NoPosition(nn.Module):
+    """Stands in for the positional convolution when resuming: adds nothing."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden.new_zeros(())
+
+
+class _WithPositionBias(nn.Module):
+    """A WavLM block that receives the relative position bias block 1 would have passed on."""
+
+    def __init__(self, layer: nn.Module, first_attention: nn.Module):
+        super().__init__()
+        self.layer = layer
+        self.first_attention = first_attention
+
+    def forward(self, hidden_states: torch.Tensor, position_bias: torch.Tensor | None = None, **kwargs):
+        if position_bias is None:
+            batch, frames, _ = hidden_states.shape
+            heads = self.first_attention.num_heads
+            bias = self.first_attention.compute_bias(frames, frames)  # (heads, frames, frames)
+            position_bias = bias.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * heads, frames, frames)
+        return self.layer(hidden_states, position_bias=position_bias, **kwargs)
 
 
 def build_model(cfg: ModelConfig, labels: Sequence[str]) -> EarlyExitModel:
