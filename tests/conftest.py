@@ -166,3 +166,21 @@ def tiny_dataset(tmp_path_factory):
     dest = tmp_path_factory.mktemp("pitch-data")
     ingest(IngestConfig(source=str(root), dest=str(dest), folds=3, workers=1), progress=False)
     return str(dest)
+
+
+@pytest.fixture(scope="session")
+def served_checkpoint(tiny_dataset, tmp_path_factory):
+    """A tiny checkpoint (exits 1..4, mean heads) with the exit_profile.json that
+    `emodistill evaluate` writes beside it: what the serving app needs."""
+    from emodistill.checkpoint import save_checkpoint
+    from emodistill.data.schema import read_info
+    from emodistill.evaluate.report import EvaluateConfig, evaluate
+    from emodistill.model import BackboneConfig, ModelConfig, build_model
+
+    torch.manual_seed(0)
+    labels = read_info(tiny_dataset).labels
+    cfg = ModelConfig(backbone=BackboneConfig(arch="tiny"), exits=[1, 2, 3], student_head="mean")
+    path = tmp_path_factory.mktemp("served") / "checkpoint"
+    save_checkpoint(build_model(cfg, labels), path, metadata={"train_folds": [0, 1], "val_folds": [2]})
+    evaluate(EvaluateConfig(checkpoint=str(path), dataset=tiny_dataset, repeats=3, latency_seconds=[1.0, 2.0]))
+    return str(path)

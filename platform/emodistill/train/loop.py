@@ -14,6 +14,7 @@ the optimiser).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -142,12 +143,24 @@ def validation_metrics(parts, labels_names: list[str]) -> dict[str, float]:
     return metrics
 
 
+def _quiet_report_log() -> None:
+    """Ray Train 2.60 logs every ``ray.train.report`` with all its metrics at INFO from a
+    logger named by file path, which ``LoggingConfig(log_level)`` does not filter; the
+    controller's one line per epoch says what matters."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # a Ray without that module: nothing to quiet
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
     cfg = TrainConfig.model_validate(config["train"])
     labels: list[str] = config["labels"]
+    _quiet_report_log()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.scaling.torch_threads or max(1, int(cfg.scaling.cpus_per_worker)))

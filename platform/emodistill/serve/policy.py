@@ -1,0 +1,176 @@
+"""Which exit answers a request: pure functions of the profile, the budget and the load.
+
+No Ray, no I/O; the router calls these with what it has observed.
+
+- Expected latency of an exit for a clip = the profiled latency at that clip length
+  (linear in clip seconds between the lengths ``emodistill evaluate`` measured) x the
+  online correction (observed / profiled, smoothed) x (1 + requests already in flight at
+  that exit / its capacity), i.e. the service time plus the wait behind the queue.
+- ``choose_exit``: the deepest exit that is up, not saturated and expected within budget.
+  Nothing within budget: the shallowest usable exit, flagged ``degraded`` (``over_budget``).
+  A deeper exit that would have met the budget but is saturated or down: the next one
+  that can, flagged ``degraded`` (``saturated`` / ``unavailable``).
+- ``next_cascade_exit``: for tier ``auto``, the next deeper usable exit whose extra cost
+  (its expected latency minus the current exit's, since the shallow blocks are reused)
+  still fits the budget left.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+OVER_BUDGET = "over_budget"
+SATURATED = "saturated"
+UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class ExitProfile:
+    """What `emodistill evaluate` measured for one exit."""
+
+    name: str
+    block: int
+    uar: float | None
+    latency_ms: Mapping[float, float]  # clip seconds -> p50 ms (batch 1)
+
+    def latency_at(self, seconds: float) -> float:
+        """p50 at ``seconds``, linear between measured clip lengths, extended linearly
+        beyond them (never below the shortest measured latency's share)."""
+        points = sorted(self.latency_ms.items())
+        if len(points) == 1:
+            (s0, l0), = points
+            return l0 * max(seconds, 1e-3) / s0 if s0 > 0 else l0
+        if seconds <= points[0][0]:
+            (s0, l0), (s1, l1) = points[0], points[1]
+        elif seconds >= points[-1][0]:
+            (s0, l0), (s1, l1) = points[-2], points[-1]
+        else:
+            i = next(i for i, (s, _) in enumerate(points) if s >= seconds)
+            (s0, l0), (s1, l1) = points[i - 1], points[i]
+        slope = (l1 - l0) / (s1 - s0) if s1 != s0 else 0.0
+        return max(l0 + slope * (seconds - s0), 0.1 * points[0][1])
+
+
+@dataclass(frozen=True)
+class ExitLoad:
+    """What the router currently knows about one exit's deployment."""
+
+    in_flight: int = 0  # requests sent and not yet answered (this router)
+    capacity: int = 16  # replicas x max_ongoing_requests
+    correction: float = 1.0  # observed / profiled latency, smoothed
+    available: bool = True  # False while it recently failed (down / refusing)
+
+    @property
+    def saturated(self) -> bool:
+        return self.in_flight >= self.capacity
+
+
+@dataclass(frozen=True)
+class Decision:
+    exit: str
+    expected_ms: float
+    degraded: bool = False
+    reason: str | None = None  # over_budget | saturated | unavailable
+
+
+class NoExitAvailable(RuntimeError):
+    """Every exit is down or saturated: the caller should retry later (503)."""
+
+
+def expected_ms(profile: ExitProfile, seconds: float, load: ExitLoad = ExitLoad()) -> float:
+    service = profile.latency_at(seconds) * load.correction
+    return service * (1.0 + load.in_flight / max(load.capacity, 1))
+
+
+def choose_exit(
+    profiles: Sequence[ExitProfile], loads: Mapping[str, ExitLoad], budget_ms: float, seconds: float
+) -> Decision:
+    """The deepest usable exit expected within ``budget_ms`` for a clip of ``seconds``."""
+    ordered = sorted(profiles, key=lambda p: p.block, reverse=True)  # deepest first
+    skipped: str | None = None
+    usable: list[tuple[ExitProfile, float]] = []
+    for p in ordered:
+        load = loads.get(p.name, ExitLoad())
+        cost = expected_ms(p, seconds, load)
+        if not load.available or load.saturated:
+            if cost <= budget_ms and skipped is None:
+                skipped = UNAVAILABLE if not load.available else SATURATED
+            continue
+        usable.append((p, cost))
+        if cost <= budget_ms:
+            return Decision(p.name, cost, degraded=skipped is not None, reason=skipped)
+    if not usable:
+        raise NoExitAvailable(f"all exits are down or saturated: {[p.name for p in ordered]}")
+    shallowest, cost = usable[-1]
+    return Decision(shallowest.name, cost, degraded=True, reason=skipped or OVER_BUDGET)
+
+
+def next_cascade_exit(
+    profiles: Sequence[ExitProfile],
+    loads: Mapping[str, ExitLoad],
+    current: ExitProfile | None,
+    elapsed_ms: float,
+    budget_ms: float,
+    seconds: float,
+    reuse: bool = True,
+) -> Decision | None:
+    """The next exit of the cascade after ``current`` (None: the first), or None to stop.
+
+    The first step takes the shallowest usable exit even when it alone exceeds the budget
+    (an answer is better than none; it is then flagged ``over_budget``).
+    """
+    ordered = sorted(profiles, key=lambda p: p.block)
+    deeper = [p for p in ordered if current is None or p.block > current.block]
+    left = budget_ms - elapsed_ms
+    for p in deeper:
+        load = loads.get(p.name, ExitLoad())
+        if not load.available or load.saturated:
+            continue
+        cost = expected_ms(p, seconds, load)
+        if current is not None and reuse:
+            cost = max(cost - current.latency_at(seconds) * load.correction, 0.0)
+        if cost <= left:
+            return Decision(p.name, cost)
+        if current is None:
+            return Decision(p.name, cost, degraded=True, reason=OVER_BUDGET)
+        return None  # the next usable exit does not fit; deeper ones cost more
+    if current is None:
+        raise NoExitAvailable(f"all exits are down or saturated: {[p.name for p in ordered]}")
+    return None
+
+
+@dataclass
+class ProfileSet:
+    """The router's view of ``exit_profile.json``: per exit, block, UAR and latency."""
+
+    exits: list[ExitProfile]
+    model: dict = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    hardware: dict = field(default_factory=dict)
+
+    def get(self, name: str) -> ExitProfile:
+        for p in self.exits:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, only: Sequence[str] | None = None) -> ProfileSet:
+        raw = json.loads(text)
+        exits = []
+        for name, e in raw.get("exits", {}).items():
+            if only is not None and name not in only:
+                continue
+            latency = {float(s): float(v["p50"]) for s, v in e["latency_ms"].items()}
+            if not latency:
+                raise ValueError(f"exit_profile.json: {name} has no latency measurements")
+            exits.append(ExitProfile(name=name, block=int(e["block"]), uar=e.get("uar"), latency_ms=latency))
+        missing = sorted(set(only or ()) - {p.name for p in exits})
+        if missing:
+            raise ValueError(f"exit_profile.json has no profile for {missing}; re-run `emodistill evaluate`")
+        if not exits:
+            raise ValueError("exit_profile.json lists no exits")
+        exits.sort(key=lambda p: p.block)
+        return cls(exits=exits, model=raw.get("model", {}), labels=raw.get("labels", []), hardware=raw.get("hardware", {}))

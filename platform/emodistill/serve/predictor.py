@@ -1,0 +1,139 @@
+"""The predictor of one exit: audio -> cut model -> probabilities. No Ray in here.
+
+A serving replica wraps one :class:`ExitPredictor`; tests and benchmarks use it directly.
+It holds only the cut model of its exit (conv encoder, blocks 1..b, head ``exit_b``),
+loaded from the checkpoint without ever materialising deeper blocks.
+
+``predict`` takes decoded clips (a padded batch, as ``@serve.batch`` hands them over) and
+can return each clip's block output (:class:`BlockState`), which a deeper exit's
+``resume`` continues from, so a confidence cascade never recomputes the shallow blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from emodistill.checkpoint import load_checkpoint
+from emodistill.data.audio import SAMPLE_RATE, AudioError, AudioLimits, check, decode
+from emodistill.data.batching import pad_batch
+from emodistill.model import exit_block
+
+
+@dataclass
+class BlockState:
+    """One clip's output of block ``block`` (frames, hidden), float32: where a cascade resumes."""
+
+    block: int
+    hidden: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.hidden.nbytes)
+
+
+@dataclass
+class Prediction:
+    """One clip's answer from one exit."""
+
+    exit: str
+    block: int
+    probabilities: list[float]  # in label order
+    compute_ms: float  # model time of the batch this clip was in
+    batch_size: int
+    state: BlockState | None = None
+
+    def scores(self, labels: Sequence[str]) -> dict[str, float]:
+        return {label: float(p) for label, p in zip(labels, self.probabilities)}
+
+    @property
+    def margin(self) -> float:
+        """top-1 minus top-2 probability: the cascade's confidence."""
+        top = sorted(self.probabilities, reverse=True)
+        return float(top[0] - (top[1] if len(top) > 1 else 0.0))
+
+
+def decode_clip(data: bytes, min_seconds: float, max_seconds: float) -> np.ndarray:
+    """Request bytes -> mono float32 at 16 kHz, with the same decoder as training.
+
+    Raises :class:`AudioError` (reason + message) for anything the model cannot take.
+    Silent audio is served (it is a valid, if uninformative, input).
+    """
+    if not data:
+        raise AudioError("empty", "the request body is empty; send an audio file")
+    wave = decode(data, SAMPLE_RATE, max_input_seconds=max_seconds)
+    check(wave, AudioLimits(min_seconds=min_seconds, max_seconds=max_seconds, silence_peak=0.0))
+    return wave
+
+
+class ExitPredictor:
+    """Holds the cut model of one exit and answers batches of clips."""
+
+    def __init__(self, checkpoint: str, exit: str, device: str = "cpu", threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        loaded = load_checkpoint(checkpoint, exit=exit)
+        self.exit = exit
+        self.block = exit_block(exit)
+        self.labels = loaded.model.labels
+        self.model_name = loaded.name
+        self.version = loaded.version
+        self.device = torch.device(device)
+        self.model = loaded.model.to(self.device).eval()
+        self.num_parameters = sum(p.numel() for p in self.model.parameters())
+
+    @torch.inference_mode()
+    def predict(self, waves: Sequence[np.ndarray], return_state: bool = False) -> list[Prediction]:
+        """Answer clips (each mono float32 at 16 kHz) as one padded batch."""
+        start = time.perf_counter()
+        values, mask = pad_batch(list(waves))
+        out = self.model(values.to(self.device), mask.to(self.device), exits=[self.exit])
+        return self._answer(out, len(waves), return_state, start)
+
+    @torch.inference_mode()
+    def resume(self, states: Sequence[BlockState], return_state: bool = False) -> list[Prediction]:
+        """Continue clips from a shallower exit's block output through this exit's deeper blocks."""
+        start = time.perf_counter()
+        froms = {s.block for s in states}
+        if len(froms) != 1:
+            raise ValueError(f"a resumed batch must start from one block, got {sorted(froms)}")
+        from_block = froms.pop()
+        lengths = [s.hidden.shape[0] for s in states]
+        width, dim = max(lengths), states[0].hidden.shape[1]
+        hidden = torch.zeros(len(states), width, dim)
+        for i, s in enumerate(states):
+            hidden[i, : lengths[i]] = torch.from_numpy(np.array(s.hidden, dtype=np.float32))
+        frame_mask = None
+        if min(lengths) != width:
+            frame_mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+            frame_mask = frame_mask.to(self.device)
+        out = self.model.resume(hidden.to(self.device), from_block, frame_mask, exits=[self.exit])
+        return self._answer(out, len(states), return_state, start)
+
+    def _answer(self, out, count: int, return_state: bool, start: float) -> list[Prediction]:
+        probs = torch.softmax(out.exits[self.exit].logits.float(), dim=-1).cpu().numpy()
+        states: list[BlockState | None] = [None] * count
+        if return_state:
+            hidden = out.hidden[self.exit].float().cpu().numpy()
+            lengths = out.frame_lengths or [hidden.shape[1]] * count
+            states = [BlockState(self.block, np.ascontiguousarray(hidden[i, :n])) for i, n in enumerate(lengths)]
+        ms = (time.perf_counter() - start) * 1000.0
+        return [Prediction(self.exit, self.block, p.tolist(), ms, count, s) for p, s in zip(probs, states)]
+
+    def describe(self) -> dict:
+        return {
+            "exit": self.exit,
+            "block": self.block,
+            "labels": self.labels,
+            "model": self.model_name,
+            "version": self.version,
+            "params": self.num_parameters,
+            "device": str(self.device),
+        }
+
+
+__all__ = ["AudioError", "BlockState", "ExitPredictor", "Prediction", "decode_clip"]

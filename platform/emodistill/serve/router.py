@@ -1,0 +1,389 @@
+"""The router: SLA -> exit -> answer, and the HTTP API around it. No Ray in here.
+
+:class:`Router` talks to exits through :class:`ExitClient` objects: in a Serve app they
+wrap deployment handles (``emodistill.serve.app``); in tests and benchmarks
+:class:`LocalExitClient` wraps an in-process :class:`ExitPredictor`. ``make_api`` builds
+the FastAPI app (``POST /v1/predict``, ``GET /v1/exits``, ``GET /healthz``, ``/docs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from emodistill.data.audio import SAMPLE_RATE, AudioError
+from emodistill.serve.config import TIER_AUTO, ServeArgs
+from emodistill.serve.policy import (
+    SATURATED,
+    UNAVAILABLE,
+    Decision,
+    ExitLoad,
+    NoExitAvailable,
+    ProfileSet,
+    choose_exit,
+    expected_ms,
+    next_cascade_exit,
+)
+from emodistill.serve.predictor import BlockState, ExitPredictor, Prediction, decode_clip
+from emodistill.serve.requests import (
+    ApiError,
+    Sla,
+    audio_bytes,
+    check_api_key,
+    check_content_length,
+    parse_sla,
+    too_large,
+)
+
+log = logging.getLogger("emodistill.serve")
+
+
+class ExitCallError(RuntimeError):
+    """A call to an exit failed for a reason of the deployment, not of the request."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason  # saturated | unavailable
+
+
+class ExitClient(Protocol):
+    async def predict(self, wave: np.ndarray, return_state: bool = False) -> Prediction: ...
+
+    async def resume(self, state: BlockState, return_state: bool = False) -> Prediction: ...
+
+
+class LocalExitClient:
+    """An exit served in this process (tests, benchmarks): the predictor on a worker thread."""
+
+    def __init__(self, predictor: ExitPredictor):
+        self.predictor = predictor
+        self._lock = asyncio.Lock()
+
+    async def predict(self, wave: np.ndarray, return_state: bool = False) -> Prediction:
+        async with self._lock:
+            return (await asyncio.to_thread(self.predictor.predict, [wave], return_state))[0]
+
+    async def resume(self, state: BlockState, return_state: bool = False) -> Prediction:
+        async with self._lock:
+            return (await asyncio.to_thread(self.predictor.resume, [state], return_state))[0]
+
+
+class Metrics(Protocol):
+    def record(self, tier: str, exit: str, latency_ms: float, sla_miss: bool, degraded: bool) -> None: ...
+
+    def error(self, code: str) -> None: ...
+
+
+class NoMetrics:
+    def record(self, tier: str, exit: str, latency_ms: float, sla_miss: bool, degraded: bool) -> None:
+        pass
+
+    def error(self, code: str) -> None:
+        pass
+
+
+@dataclass
+class _ExitState:
+    in_flight: int = 0
+    correction: float = 1.0
+    down_until: float = 0.0
+    calls: int = 0
+
+
+class Router:
+    """Picks an exit per request from the profile, the budget and what it observes."""
+
+    def __init__(
+        self,
+        args: ServeArgs,
+        profiles: ProfileSet,
+        clients: Mapping[str, ExitClient],
+        labels: list[str],
+        model: Mapping[str, Any],
+        metrics: Metrics | None = None,
+    ):
+        missing = sorted(set(clients) - {p.name for p in profiles.exits})
+        if missing:
+            raise ValueError(f"no latency profile for {missing}")
+        self.args = args
+        self.profiles = ProfileSet(exits=[p for p in profiles.exits if p.name in clients], model=profiles.model)
+        self.clients = dict(clients)
+        self.labels = list(labels)
+        self.model = dict(model)
+        self.metrics = metrics or NoMetrics()
+        self.state = {p.name: _ExitState() for p in self.profiles.exits}
+
+    # ---- what the policy sees ---------------------------------------------------------
+    def loads(self, now: float | None = None) -> dict[str, ExitLoad]:
+        now = time.monotonic() if now is None else now
+        return {
+            name: ExitLoad(
+                in_flight=s.in_flight,
+                capacity=self.args.options_for(name).capacity,
+                correction=s.correction,
+                available=now >= s.down_until,
+            )
+            for name, s in self.state.items()
+        }
+
+    # ---- one request ------------------------------------------------------------------
+    def decode(self, data: bytes) -> np.ndarray:
+        return decode_clip(data, self.args.min_audio_seconds, self.args.max_audio_seconds)
+
+    async def predict(self, wave: np.ndarray, sla: Sla, started: float | None = None) -> tuple[dict, list[tuple[str, float]]]:
+        """Answer one decoded clip under ``sla``: (response body, server timings [(name, ms)])."""
+        started = time.perf_counter() if started is None else started
+        seconds = len(wave) / SAMPLE_RATE
+        timings: list[tuple[str, float]] = []
+        if sla.tier == TIER_AUTO:
+            pred, degraded, reason, steps = await self._cascade(wave, seconds, sla.budget_ms, started, timings)
+        else:
+            pred, degraded, reason = await self._fixed(wave, seconds, sla.budget_ms, timings)
+            steps = None
+        latency = (time.perf_counter() - started) * 1000.0
+        timings.append(("total", latency))
+        sla_miss = latency > sla.budget_ms
+        self.metrics.record(sla.tier, pred.exit, latency, sla_miss, degraded)
+        scores = pred.scores(self.labels)
+        body = {
+            "label": max(scores, key=scores.get),
+            "scores": scores,
+            "exit": pred.exit,
+            "block": pred.block,
+            "tier": sla.tier,
+            "budget_ms": sla.budget_ms,
+            "degraded": degraded,
+            "degraded_reason": reason,
+            "latency_ms": round(latency, 3),
+            "model": self.model.get("name"),
+            "version": self.model.get("version"),
+        }
+        if steps is not None:
+            body["cascade"] = steps
+        return body, timings
+
+    async def _fixed(
+        self, wave: np.ndarray, seconds: float, budget_ms: float, timings: list
+    ) -> tuple[Prediction, bool, str | None]:
+        failed: set[str] = set()
+        failure: str | None = None
+        while True:
+            decision = self._choose(budget_ms, seconds, failed)
+            try:
+                pred = await self._call(decision, seconds, wave=wave, timings=timings)
+            except ExitCallError as err:
+                failed.add(decision.exit)
+                failure = failure or err.reason
+                continue
+            degraded = decision.degraded or failure is not None
+            return pred, degraded, decision.reason or failure
+
+    def _choose(self, budget_ms: float, seconds: float, failed: set[str]) -> Decision:
+        profiles = [p for p in self.profiles.exits if p.name not in failed]
+        try:
+            return choose_exit(profiles, self.loads(), budget_ms, seconds)
+        except NoExitAvailable as err:
+            raise ApiError(
+                503, "overloaded", f"no exit can take the request now ({err}); retry later",
+                {"Retry-After": str(self.args.retry_after_s)},
+            ) from err
+
+    async def _cascade(
+        self, wave: np.ndarray, seconds: float, budget_ms: float, started: float, timings: list
+    ) -> tuple[Prediction, bool, str | None, list[dict]]:
+        reuse = self.args.cascade.reuse_hidden_states
+        steps: list[dict] = []
+        pred: Prediction | None = None
+        degraded, reason = False, None
+        while True:
+            elapsed = (time.perf_counter() - started) * 1000.0
+            current = self.profiles.get(pred.exit) if pred is not None else None
+            try:
+                decision = next_cascade_exit(self.profiles.exits, self.loads(), current, elapsed, budget_ms, seconds, reuse)
+            except NoExitAvailable as err:
+                raise ApiError(503, "overloaded", f"no exit can take the request now ({err}); retry later",
+                               {"Retry-After": str(self.args.retry_after_s)}) from err
+            if decision is None:
+                break
+            try:
+                if pred is not None and reuse and pred.state is not None:
+                    nxt = await self._call(decision, seconds, state=pred.state, timings=timings, return_state=True)
+                else:
+                    nxt = await self._call(decision, seconds, wave=wave, timings=timings, return_state=reuse)
+            except ExitCallError as err:
+                degraded, reason = True, err.reason
+                if pred is None:
+                    continue  # the exit is now marked down; the next step skips it
+                break
+            if decision.degraded:
+                degraded, reason = True, decision.reason
+            pred = nxt
+            steps.append({"exit": pred.exit, "margin": round(pred.margin, 4), "compute_ms": round(pred.compute_ms, 3)})
+            if pred.margin >= self.args.cascade.threshold:
+                break
+        assert pred is not None
+        return pred, degraded, reason, steps
+
+    async def _call(
+        self,
+        decision: Decision,
+        seconds: float,
+        *,
+        timings: list,
+        wave: np.ndarray | None = None,
+        state: BlockState | None = None,
+        return_state: bool = False,
+    ) -> Prediction:
+        name = decision.exit
+        s = self.state[name]
+        profile = self.profiles.get(name)
+        load = ExitLoad(in_flight=s.in_flight, capacity=self.args.options_for(name).capacity)
+        s.in_flight += 1
+        start = time.perf_counter()
+        try:
+            client = self.clients[name]
+            if state is not None:
+                pred = await client.resume(state, return_state)
+            else:
+                pred = await client.predict(wave, return_state)
+        except ExitCallError as err:
+            now = time.monotonic()
+            s.down_until = now + (self.args.unavailable_cooldown_s if err.reason == UNAVAILABLE else 0.5)
+            log.warning("exit %s failed (%s): %s", name, err.reason, err)
+            raise
+        finally:
+            s.in_flight -= 1
+        observed = (time.perf_counter() - start) * 1000.0
+        timings.append((name, observed))
+        if state is None:  # resumed calls are cheaper than the profile says: do not learn from them
+            ratio = observed / max(expected_ms(profile, seconds, load), 1e-3)
+            a = self.args.ewma_alpha
+            s.correction = float(np.clip((1 - a) * s.correction + a * ratio, 0.05, 50.0))
+        s.calls += 1
+        return pred
+
+    # ---- introspection ----------------------------------------------------------------
+    def describe_exits(self, seconds: float = 3.0) -> dict:
+        loads = self.loads()
+        return {
+            "model": self.model,
+            "labels": self.labels,
+            "tiers": {**self.args.tiers, TIER_AUTO: self.args.cascade.budget_ms},
+            "default_tier": self.args.default_tier,
+            "exits": {
+                p.name: {
+                    "block": p.block,
+                    "uar": p.uar,
+                    "profile_latency_ms": {f"{k:g}": v for k, v in sorted(p.latency_ms.items())},
+                    f"expected_latency_ms_{seconds:g}s": round(expected_ms(p, seconds, loads[p.name]), 3),
+                    "correction": round(loads[p.name].correction, 3),
+                    "in_flight": loads[p.name].in_flight,
+                    "available": loads[p.name].available,
+                }
+                for p in self.profiles.exits
+            },
+        }
+
+
+AUDIO_ERRORS = {
+    "unreadable": (400, "invalid_audio"),
+    "non_finite": (400, "invalid_audio"),
+    "empty": (400, "empty_audio"),
+    "silent": (400, "silent_audio"),
+    "too_long": (422, "audio_too_long"),
+    "too_short": (422, "audio_too_short"),
+}
+
+
+def audio_error(err: AudioError) -> ApiError:
+    status, code = AUDIO_ERRORS.get(err.reason, (400, "invalid_audio"))
+    return ApiError(status, code, str(err))
+
+
+def make_api(router: Router, api_keys: list[str] | None = None):
+    """The FastAPI app of the router (its routes, error shapes and limits)."""
+    args = router.args
+    keys = list(api_keys or [])
+    api = FastAPI(
+        title="emodistill",
+        summary="Speech emotion recognition; each request gets the deepest exit that meets its latency SLA.",
+        version=str(router.model.get("version") or "0"),
+    )
+
+    def error_response(err: ApiError) -> JSONResponse:
+        router.metrics.error(err.code)
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    @api.exception_handler(ApiError)
+    async def _api_error(_request: Request, err: ApiError):
+        return error_response(err)
+
+    @api.exception_handler(HTTPException)
+    async def _http_error(_request: Request, err: HTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(ApiError(err.status_code, codes.get(err.status_code, "http_error"), str(err.detail)))
+
+    @api.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, err: RequestValidationError):
+        return error_response(ApiError(400, "bad_request", str(err.errors())[:500]))
+
+    async def read_body(request: Request) -> bytes:
+        check_content_length(request.headers, args.max_body_bytes)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > args.max_body_bytes:
+                raise ApiError(413, "body_too_large", too_large(args.max_body_bytes))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @api.post(
+        "/v1/predict",
+        summary="Classify the emotion of one audio clip",
+        description="Body: an audio file (audio/wav, audio/flac, audio/ogg, application/octet-stream) or "
+        "multipart/form-data with a `file` field. Headers: `X-Latency-Tier` (a configured tier or `auto`) "
+        "or `X-Latency-Budget-Ms`.",
+    )
+    async def predict(request: Request):
+        started = time.perf_counter()
+        check_api_key(request.headers.get("authorization"), keys)
+        sla = parse_sla(request.headers, args.tiers, args.default_tier, args.cascade.budget_ms)
+        data = audio_bytes(request.headers.get("content-type"), await read_body(request))
+        t0 = time.perf_counter()
+        try:
+            wave = await run_in_threadpool(router.decode, data)
+        except AudioError as err:
+            raise audio_error(err) from err
+        decode_ms = (time.perf_counter() - t0) * 1000.0
+        body, timings = await router.predict(wave, sla, started)
+        timings.insert(0, ("decode", decode_ms))
+        headers = {
+            "X-Exit": body["exit"],
+            "Server-Timing": ", ".join(f"{name};dur={ms:.2f}" for name, ms in timings),
+        }
+        return JSONResponse(body, headers=headers)
+
+    @api.get("/v1/exits", summary="Deployed exits: block, validation UAR, expected latency")
+    async def exits(request: Request, seconds: float = 3.0):
+        check_api_key(request.headers.get("authorization"), keys)
+        if not 0 < seconds <= args.max_audio_seconds:
+            raise ApiError(400, "bad_request", f"seconds must be in (0, {args.max_audio_seconds:g}]")
+        return router.describe_exits(seconds)
+
+    @api.get("/healthz", summary="Liveness: the router answers")
+    async def healthz():
+        loads = router.loads()
+        return {"status": "ok", "exits": {n: ("up" if l.available else "down") for n, l in loads.items()}}
+
+    return api
