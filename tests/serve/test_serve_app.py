@@ -92,15 +92,19 @@ def test_cascade_resumes_through_the_deeper_deployments(endpoint):
     np.testing.assert_allclose(list(body["scores"].values()), list(direct["scores"].values()), atol=1e-5)
 
 
-def test_concurrent_requests_are_batched(endpoint):
-    clips = [wav(0.5 + 0.1 * i, freq=150 + 20 * i) for i in range(8)]
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda c: post(endpoint, c, **{"x-latency-tier": "batch"}), clips))
-    ok = [(c, a.json()) for c, a in zip(clips, answers) if a.status_code == 200]
-    assert len(ok) >= 4, [a.status_code for a in answers]  # the router takes 2 + 2 queued at once
-    for clip, together in ok:  # padded together in a dynamic batch = alone
-        alone = post(endpoint, clip, **{"x-latency-tier": "batch"}).json()
-        np.testing.assert_allclose(list(together["scores"].values()), list(alone["scores"].values()), atol=1e-5)
+def test_concurrent_calls_are_batched_dynamically(endpoint):
+    """Calls arriving together at an exit deployment run as one padded batch, and each
+    clip gets the answer it gets alone."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("exit_2", app_name="emodistill")
+    clips = [tone(0.5 + 0.1 * i, freq=150 + 20 * i).astype(np.float32) for i in range(8)]
+    together = [r.result() for r in [handle.predict.remote(c, False) for c in clips]]
+    assert max(p.batch_size for p in together) > 1, [p.batch_size for p in together]
+    for clip, p in zip(clips, together):
+        alone = handle.predict.remote(clip, False).result()
+        assert alone.batch_size == 1
+        np.testing.assert_allclose(p.probabilities, alone.probabilities, atol=1e-5)
 
 
 def test_bad_requests_are_4xx_and_the_server_keeps_answering(endpoint):
@@ -130,3 +134,51 @@ def test_overload_gets_503_with_retry_after_not_an_unbounded_wait(endpoint):
     assert all(a.headers.get("retry-after") == "1" for a in rejected)
     assert 200 in codes
     assert post(endpoint, wav()).status_code == 200  # and it recovers
+
+
+def test_every_tier_and_the_budget_header(endpoint):
+    seen = {}
+    for tier in ["realtime", "interactive", "batch", "auto"]:
+        r = post(endpoint, wav(), **{"x-latency-tier": tier})
+        assert r.status_code == 200, r.text
+        seen[tier] = r.json()
+        assert seen[tier]["tier"] == tier and seen[tier]["exit"] in {"exit_1", "exit_2", "exit_3", "exit_4"}
+    assert seen["batch"]["exit"] == "exit_4"
+    assert int(seen["realtime"]["block"]) <= int(seen["batch"]["block"])
+    default = post(endpoint, wav()).json()
+    assert (default["tier"], default["budget_ms"]) == ("interactive", 50.0)
+    custom = post(endpoint, wav(), **{"x-latency-budget-ms": "5000"}).json()
+    assert (custom["tier"], custom["budget_ms"], custom["exit"]) == ("custom", 5000.0, "exit_4")
+
+
+def test_killed_exit_replica_degrades_then_serve_restarts_it(endpoint):
+    import time
+
+    import ray
+    from ray import serve
+
+    def replica_of(name):
+        actors = ray.util.list_named_actors(all_namespaces=True)
+        return [a for a in actors if a["name"].startswith("SERVE_REPLICA::") and f"#{name}#" in a["name"]]
+
+    (victim,) = replica_of("exit_4")
+    ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+    # Serve queues calls to a restarting deployment; the router stops waiting when the
+    # budget would no longer pay for a shallower exit, and answers from one
+    sla = {"x-latency-budget-ms": "300"}  # far above exit_4's profile, far below a replica restart
+    answers = [post(endpoint, wav(), **sla) for _ in range(3)]
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    first = answers[0].json()
+    assert first["exit"] != "exit_4" and first["degraded"] is True
+    assert first["degraded_reason"] in {"timeout", "unavailable"}
+    # Serve replaces the replica; after the router's cool-down exit_4 answers again
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status = serve.status().applications["emodistill"].deployments["exit_4"].status
+        body = post(endpoint, wav(), **sla).json()
+        if status == "HEALTHY" and body["exit"] == "exit_4" and not body["degraded"]:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"exit_4 did not come back: {status}, last answer {body}")
+    assert replica_of("exit_4") and replica_of("exit_4")[0]["name"] != victim["name"]

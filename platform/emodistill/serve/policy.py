@@ -9,7 +9,10 @@ No Ray, no I/O; the router calls these with what it has observed.
 - ``choose_exit``: the deepest exit that is up, not saturated and expected within budget.
   Nothing within budget: the shallowest usable exit, flagged ``degraded`` (``over_budget``).
   A deeper exit that would have met the budget but is saturated or down: the next one
-  that can, flagged ``degraded`` (``saturated`` / ``unavailable``).
+  that can, flagged ``degraded`` (``saturated`` / ``unavailable``). The router also stops
+  waiting for an exit once the budget left would no longer pay for the shallowest one
+  (``call_timeout_ms``) and falls back (``timeout``): a replica that is restarting makes
+  Serve queue the call rather than fail it.
 - ``next_cascade_exit``: for tier ``auto``, the next deeper usable exit whose extra cost
   (its expected latency minus the current exit's, since the shallow blocks are reused)
   still fits the budget left.
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 OVER_BUDGET = "over_budget"
 SATURATED = "saturated"
 UNAVAILABLE = "unavailable"
+TIMEOUT = "timeout"  # the exit did not answer within the time the budget left it
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,17 @@ def choose_exit(
         raise NoExitAvailable(f"all exits are down or saturated: {[p.name for p in ordered]}")
     shallowest, cost = usable[-1]
     return Decision(shallowest.name, cost, degraded=True, reason=skipped or OVER_BUDGET)
+
+
+def call_timeout_ms(
+    fallback: ExitProfile | None, decision: Decision, budget_left_ms: float, seconds: float
+) -> float | None:
+    """How long to wait for ``decision.exit`` before falling back to ``fallback`` (a
+    shallower usable exit): the budget left minus what the fallback needs, but at least
+    twice the exit's own expected latency. No fallback: wait (a late answer beats none)."""
+    if fallback is None:
+        return None
+    return max(budget_left_ms - fallback.latency_at(seconds), 2.0 * decision.expected_ms, 1.0)
 
 
 def next_cascade_exit(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,11 +27,13 @@ from emodistill.data.audio import SAMPLE_RATE, AudioError
 from emodistill.serve.config import TIER_AUTO, ServeArgs
 from emodistill.serve.policy import (
     SATURATED,
+    TIMEOUT,
     UNAVAILABLE,
     Decision,
     ExitLoad,
     NoExitAvailable,
     ProfileSet,
+    call_timeout_ms,
     choose_exit,
     expected_ms,
     next_cascade_exit,
@@ -68,15 +71,17 @@ class LocalExitClient:
 
     def __init__(self, predictor: ExitPredictor):
         self.predictor = predictor
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()  # one model call at a time, even after a caller gave up
 
     async def predict(self, wave: np.ndarray, return_state: bool = False) -> Prediction:
-        async with self._lock:
-            return (await asyncio.to_thread(self.predictor.predict, [wave], return_state))[0]
+        return (await asyncio.to_thread(self._locked, self.predictor.predict, [wave], return_state))[0]
 
     async def resume(self, state: BlockState, return_state: bool = False) -> Prediction:
-        async with self._lock:
-            return (await asyncio.to_thread(self.predictor.resume, [state], return_state))[0]
+        return (await asyncio.to_thread(self._locked, self.predictor.resume, [state], return_state))[0]
+
+    def _locked(self, fn, *args):
+        with self._lock:
+            return fn(*args)
 
 
 class Metrics(Protocol):
@@ -149,7 +154,7 @@ class Router:
         if sla.tier == TIER_AUTO:
             pred, degraded, reason, steps = await self._cascade(wave, seconds, sla.budget_ms, started, timings)
         else:
-            pred, degraded, reason = await self._fixed(wave, seconds, sla.budget_ms, timings)
+            pred, degraded, reason = await self._fixed(wave, seconds, sla.budget_ms, started, timings)
             steps = None
         latency = (time.perf_counter() - started) * 1000.0
         timings.append(("total", latency))
@@ -174,20 +179,21 @@ class Router:
         return body, timings
 
     async def _fixed(
-        self, wave: np.ndarray, seconds: float, budget_ms: float, timings: list
+        self, wave: np.ndarray, seconds: float, budget_ms: float, started: float, timings: list
     ) -> tuple[Prediction, bool, str | None]:
         failed: set[str] = set()
         failure: str | None = None
         while True:
-            decision = self._choose(budget_ms, seconds, failed)
+            left = budget_ms - (time.perf_counter() - started) * 1000.0
+            decision = self._choose(left if failed else budget_ms, seconds, failed)
             try:
-                pred = await self._call(decision, seconds, wave=wave, timings=timings)
+                pred = await self._call(decision, seconds, wave=wave, timings=timings, budget_left_ms=left)
             except ExitCallError as err:
                 failed.add(decision.exit)
                 failure = failure or err.reason
                 continue
             degraded = decision.degraded or failure is not None
-            return pred, degraded, decision.reason or failure
+            return pred, degraded, failure or decision.reason  # the first cause: why we left the choice
 
     def _choose(self, budget_ms: float, seconds: float, failed: set[str]) -> Decision:
         profiles = [p for p in self.profiles.exits if p.name not in failed]
@@ -216,11 +222,16 @@ class Router:
                                {"Retry-After": str(self.args.retry_after_s)}) from err
             if decision is None:
                 break
+            left = budget_ms - elapsed
             try:
                 if pred is not None and reuse and pred.state is not None:
-                    nxt = await self._call(decision, seconds, state=pred.state, timings=timings, return_state=True)
+                    nxt = await self._call(
+                        decision, seconds, state=pred.state, timings=timings, return_state=True, budget_left_ms=left
+                    )
                 else:
-                    nxt = await self._call(decision, seconds, wave=wave, timings=timings, return_state=reuse)
+                    nxt = await self._call(
+                        decision, seconds, wave=wave, timings=timings, return_state=reuse, budget_left_ms=left
+                    )
             except ExitCallError as err:
                 degraded, reason = True, err.reason
                 if pred is None:
@@ -244,22 +255,33 @@ class Router:
         wave: np.ndarray | None = None,
         state: BlockState | None = None,
         return_state: bool = False,
+        budget_left_ms: float | None = None,
     ) -> Prediction:
+        """Call one exit, waiting at most what the budget left allows (then ExitCallError)."""
         name = decision.exit
         s = self.state[name]
         profile = self.profiles.get(name)
         load = ExitLoad(in_flight=s.in_flight, capacity=self.args.options_for(name).capacity)
+        timeout = None
+        if budget_left_ms is not None:
+            ms = call_timeout_ms(self._fallback(profile), decision, budget_left_ms, seconds)
+            timeout = None if ms is None else ms / 1000.0
         s.in_flight += 1
         start = time.perf_counter()
         try:
             client = self.clients[name]
-            if state is not None:
-                pred = await client.resume(state, return_state)
-            else:
-                pred = await client.predict(wave, return_state)
+            call = client.resume(state, return_state) if state is not None else client.predict(wave, return_state)
+            try:
+                pred = await asyncio.wait_for(call, timeout)
+            except asyncio.TimeoutError as err:
+                raise ExitCallError(TIMEOUT, f"{name} gave no answer within {timeout * 1000:.0f} ms") from err
         except ExitCallError as err:
-            now = time.monotonic()
-            s.down_until = now + (self.args.unavailable_cooldown_s if err.reason == UNAVAILABLE else 0.5)
+            # dead: skip it for the cool-down; refusing or slow: skip it briefly and, if slow,
+            # learn that it is at least that slow
+            cooldown = self.args.unavailable_cooldown_s if err.reason == UNAVAILABLE else min(1.0, self.args.unavailable_cooldown_s)
+            s.down_until = time.monotonic() + cooldown
+            if err.reason == TIMEOUT and state is None:
+                self._learn(s, (time.perf_counter() - start) * 1000.0, profile, seconds, load)
             log.warning("exit %s failed (%s): %s", name, err.reason, err)
             raise
         finally:
@@ -267,11 +289,23 @@ class Router:
         observed = (time.perf_counter() - start) * 1000.0
         timings.append((name, observed))
         if state is None:  # resumed calls are cheaper than the profile says: do not learn from them
-            ratio = observed / max(expected_ms(profile, seconds, load), 1e-3)
-            a = self.args.ewma_alpha
-            s.correction = float(np.clip((1 - a) * s.correction + a * ratio, 0.05, 50.0))
+            self._learn(s, observed, profile, seconds, load)
         s.calls += 1
         return pred
+
+    def _fallback(self, profile) -> Any:
+        """The shallowest exit below ``profile`` that is up and not saturated, if any."""
+        loads = self.loads()
+        for p in self.profiles.exits:  # shallowest first
+            if p.block < profile.block and loads[p.name].available and not loads[p.name].saturated:
+                return p
+        return None
+
+    def _learn(self, s: _ExitState, observed_ms: float, profile, seconds: float, load: ExitLoad) -> None:
+        """Move the exit's correction towards observed / profiled (queue wait accounted)."""
+        ratio = observed_ms / max(expected_ms(profile, seconds, load), 1e-3)
+        a = self.args.ewma_alpha
+        s.correction = float(np.clip((1 - a) * s.correction + a * ratio, 0.05, 50.0))
 
     # ---- introspection ----------------------------------------------------------------
     def describe_exits(self, seconds: float = 3.0) -> dict:
