@@ -4,6 +4,7 @@
     ingest   -> runs/demo/data     (Parquet shards, speaker-independent folds)
     train    -> runs/demo/checkpoint (Ray Train, 2 workers, tiny model, self-distillation)
     evaluate -> runs/demo/report   (per-exit UAR and latency, plot, exit_profile.json)
+    serve    -> serve_configs/local.yaml on 127.0.0.1:8000, one held-out clip per tier over HTTP
 
 Re-running replaces runs/demo cleanly.
 """
@@ -26,7 +27,12 @@ def _done(started: float) -> None:
     typer.echo(f"      done in {time.perf_counter() - started:.1f} s")
 
 
-def run_demo(config: str = "jobs/configs/demo_cpu.yaml", root: str = "runs/demo", folds: int = 4) -> dict:
+def run_demo(
+    config: str = "jobs/configs/demo_cpu.yaml",
+    root: str = "runs/demo",
+    folds: int = 4,
+    serve_config: str = "serve_configs/local.yaml",
+) -> dict:
     from emodistill.cluster import init_ray
     from emodistill.data.ingest import IngestConfig, ingest
     from emodistill.data.synth import SynthConfig, synthesize
@@ -39,7 +45,7 @@ def run_demo(config: str = "jobs/configs/demo_cpu.yaml", root: str = "runs/demo"
     if base.exists():
         shutil.rmtree(base)
     base.mkdir(parents=True)
-    total = 4
+    total = 5
     overrides = [
         f"data.dataset={base / 'data'}",
         f"run.storage_path={base / 'ray'}",
@@ -75,4 +81,55 @@ def run_demo(config: str = "jobs/configs/demo_cpu.yaml", root: str = "runs/demo"
     typer.echo(markdown_table(EXIT_HEADERS, exit_rows(evaluation)))
     typer.echo(f"\nplot:   {base / 'report' / 'accuracy_latency.png'}")
     typer.echo(f"report: {base / 'report' / 'report.md'}")
+
+    t = _step(5, total, f"serve every exit behind the SLA router ({serve_config}) and query each tier")
+    rows = serve_and_query(serve_config, str(base / "checkpoint"), str(base / "data"), evaluation["eval"]["folds"])
+    typer.echo(markdown_table(["tier", "budget ms", "exit", "degraded", "truth", "answer", "latency ms"], rows))
+    _done(t)
+    typer.echo(f"\nserve it yourself: .venv/bin/serve run {serve_config}   (then POST audio to http://127.0.0.1:8000/v1/predict)")
     return evaluation
+
+
+def serve_and_query(serve_config: str, checkpoint: str, dataset: str, folds: list[int] | None) -> list[list]:
+    """Deploy ``serve_config`` for ``checkpoint``, POST a held-out clip under every tier
+    over real HTTP, shut the app down again; one table row per request."""
+    import io
+
+    import httpx
+    import soundfile as sf
+    from ray import serve
+
+    from emodistill.data.rows import load_arrays
+    from emodistill.data.schema import read_info
+    from emodistill.serve.local import start_from_config
+
+    import time
+
+    labels = read_info(dataset).labels
+    arrays = load_arrays(dataset, folds=folds)
+    url = start_from_config(serve_config, [f"checkpoint={checkpoint}"])
+
+    def post(i: int, headers: dict) -> tuple[dict, str]:
+        wave, truth = arrays["waveform"][i], labels[int(arrays["label_id"][i])]
+        buf = io.BytesIO()
+        sf.write(buf, wave, 16000, format="WAV")
+        r = httpx.post(f"{url}/v1/predict", content=buf.getvalue(), timeout=60, headers={"Content-Type": "audio/wav", **headers})
+        r.raise_for_status()
+        return r.json(), truth
+
+    rows = []
+    try:
+        # warm-up traffic: the router learns this machine's latencies (its profile came from
+        # `evaluate`, run without Serve's overhead) before the answers that are shown
+        for i in range(6):
+            post(i, {"X-Latency-Tier": ["batch", "realtime", "interactive"][i % 3]})
+        time.sleep(1.5)  # past the short cool-down of any exit that was too slow while cold
+        queries = [{"X-Latency-Tier": t} for t in ("realtime", "interactive", "batch", "auto")]
+        queries.append({"X-Latency-Budget-Ms": "15"})
+        for i, headers in enumerate(queries):
+            body, truth = post(i * 7, headers)
+            tier = body["tier"] if body["tier"] != "custom" else f"custom ({headers['X-Latency-Budget-Ms']} ms)"
+            rows.append([tier, body["budget_ms"], body["exit"], body["degraded"], truth, body["label"], body["latency_ms"]])
+    finally:
+        serve.shutdown()
+    return rows

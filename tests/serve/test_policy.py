@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from emodistill.serve.policy import (
     OVER_BUDGET,
     SATURATED,
@@ -41,6 +40,7 @@ def test_expected_latency_counts_correction_and_queue():
     assert expected_ms(p, 3.0) == 20.0
     assert expected_ms(p, 3.0, ExitLoad(correction=1.5)) == 30.0
     assert expected_ms(p, 3.0, ExitLoad(in_flight=4, capacity=4)) == 40.0  # a full round of work ahead
+    assert expected_ms(p, 3.0, ExitLoad(overhead_ms=3.0)) == 23.0  # transport and batching wait on top
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import tone
 from emodistill.checkpoint import load_checkpoint
 from emodistill.data.audio import AudioError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from emodistill.serve.requests import (
     ApiError,
     audio_bytes,

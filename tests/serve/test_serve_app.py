@@ -15,8 +15,6 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import yaml
-
 from conftest import _free_port, tone
 
 pytestmark = pytest.mark.slow
@@ -32,21 +30,16 @@ def wav(seconds=1.0, freq=220.0):
 
 @pytest.fixture(scope="module")
 def endpoint(ray_local, served_checkpoint):
+    from emodistill.serve.local import start_from_config
     from ray import serve
-    from ray._common.utils import import_attr
-    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
-    from ray.serve.schema import ServeDeploySchema
 
-    config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "serve_configs/local.yaml").read_text()))
-    spec = config.applications[0]
-    args = {**spec.args, "checkpoint": served_checkpoint}
-    args["router"] = {**args["router"], "max_ongoing_requests": 2, "max_queued_requests": 2}  # easy to overload
-    args["cascade"] = {**args["cascade"], "threshold": 1.0}  # never sure: the cascade walks every exit
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = call_user_app_builder_with_args_if_necessary(import_attr(spec.import_path), args)
-    serve.run(app, name=spec.name, route_prefix=spec.route_prefix)
-    yield f"http://127.0.0.1:{port}"
+    overrides = [
+        f"checkpoint={served_checkpoint}",
+        "router.max_ongoing_requests=2",  # easy to overload
+        "router.max_queued_requests=2",
+        "cascade.threshold=1.0",  # never sure: the cascade walks every exit
+    ]
+    yield start_from_config(ROOT / "serve_configs/local.yaml", overrides, port=_free_port())
     serve.shutdown()
 
 
@@ -146,7 +139,7 @@ def test_every_tier_and_the_budget_header(endpoint):
     assert seen["batch"]["exit"] == "exit_4"
     assert int(seen["realtime"]["block"]) <= int(seen["batch"]["block"])
     default = post(endpoint, wav()).json()
-    assert (default["tier"], default["budget_ms"]) == ("interactive", 50.0)
+    assert (default["tier"], default["budget_ms"]) == ("interactive", 80.0)
     custom = post(endpoint, wav(), **{"x-latency-budget-ms": "5000"}).json()
     assert (custom["tier"], custom["budget_ms"], custom["exit"]) == ("custom", 5000.0, "exit_4")
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
-from ray.serve.schema import ServeDeploySchema
-
 from emodistill.serve.app import build_app
 from emodistill.serve.config import ServeArgs
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "serve_configs").glob("*.yaml"))

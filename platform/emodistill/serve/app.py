@@ -25,10 +25,10 @@ from ray.serve.handle import DeploymentHandle
 
 from emodistill.checkpoint import read_checkpoint_config
 from emodistill.serve.config import ServeArgs
-from emodistill.serve.policy import ProfileSet
+from emodistill.serve.policy import SATURATED, UNAVAILABLE, ProfileSet
 from emodistill.serve.predictor import BlockState, ExitPredictor, Prediction
 from emodistill.serve.requests import parse_keys
-from emodistill.serve.router import SATURATED, UNAVAILABLE, ExitCallError, Router, make_api
+from emodistill.serve.router import ExitCallError, Router, make_api
 
 log = logging.getLogger("emodistill.serve")
 
@@ -43,6 +43,7 @@ class ExitDeployment:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.predictor = ExitPredictor(checkpoint, exit, device=device, threads=threads)
+        self.predictor.warmup()
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.resume.set_max_batch_size(max_batch_size)
@@ -138,7 +139,8 @@ class RouterDeployment:
         profiles = ProfileSet.from_json(profile, only=list(exits))
         # name and version of the weights actually served (the profile may be older)
         deepest = max(exits, key=lambda n: int(n[5:]))
-        served = await exits[deepest].describe.remote()
+        described = {name: await handle.describe.remote() for name, handle in exits.items()}  # also warms the handles
+        served = described[deepest]
         model = {"name": served["model"], "version": served["version"]}
         if profiles.model.get("version") not in (None, served["version"]):
             log.warning(

@@ -4,8 +4,10 @@ No Ray, no I/O; the router calls these with what it has observed.
 
 - Expected latency of an exit for a clip = the profiled latency at that clip length
   (linear in clip seconds between the lengths ``emodistill evaluate`` measured) x the
-  online correction (observed / profiled, smoothed) x (1 + requests already in flight at
-  that exit / its capacity), i.e. the service time plus the wait behind the queue.
+  online correction (the replica's model time / profiled, smoothed: other hardware, other
+  load) x (1 + requests already in flight at that exit / its capacity: the wait behind
+  the queue) + the call overhead observed on top of the model time (transport, batching
+  wait, smoothed).
 - ``choose_exit``: the deepest exit that is up, not saturated and expected within budget.
   Nothing within budget: the shallowest usable exit, flagged ``degraded`` (``over_budget``).
   A deeper exit that would have met the budget but is saturated or down: the next one
@@ -63,7 +65,8 @@ class ExitLoad:
 
     in_flight: int = 0  # requests sent and not yet answered (this router)
     capacity: int = 16  # replicas x max_ongoing_requests
-    correction: float = 1.0  # observed / profiled latency, smoothed
+    correction: float = 1.0  # the replica's model time / profiled latency, smoothed
+    overhead_ms: float = 0.0  # call time beyond the model time (transport, batch wait), smoothed
     available: bool = True  # False while it recently failed (down / refusing)
 
     @property
@@ -85,7 +88,7 @@ class NoExitAvailable(RuntimeError):
 
 def expected_ms(profile: ExitProfile, seconds: float, load: ExitLoad = ExitLoad()) -> float:
     service = profile.latency_at(seconds) * load.correction
-    return service * (1.0 + load.in_flight / max(load.capacity, 1))
+    return service * (1.0 + load.in_flight / max(load.capacity, 1)) + load.overhead_ms
 
 
 def choose_exit(

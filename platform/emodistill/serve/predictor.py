@@ -124,6 +124,12 @@ class ExitPredictor:
         ms = (time.perf_counter() - start) * 1000.0
         return [Prediction(self.exit, self.block, p.tolist(), ms, count, s) for p, s in zip(probs, states)]
 
+    def warmup(self, seconds: Sequence[float] = (1.0, 3.0), repeats: int = 2) -> None:
+        """Run the model a few times so the first request does not pay for cold kernels."""
+        for _ in range(repeats):
+            for s in seconds:
+                self.predict([np.zeros(int(s * SAMPLE_RATE), dtype=np.float32)])
+
     def describe(self) -> dict:
         return {
             "exit": self.exit,

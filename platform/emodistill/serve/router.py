@@ -26,7 +26,6 @@ from starlette.exceptions import HTTPException
 from emodistill.data.audio import SAMPLE_RATE, AudioError
 from emodistill.serve.config import TIER_AUTO, ServeArgs
 from emodistill.serve.policy import (
-    SATURATED,
     TIMEOUT,
     UNAVAILABLE,
     Decision,
@@ -38,7 +37,12 @@ from emodistill.serve.policy import (
     expected_ms,
     next_cascade_exit,
 )
-from emodistill.serve.predictor import BlockState, ExitPredictor, Prediction, decode_clip
+from emodistill.serve.predictor import (
+    BlockState,
+    ExitPredictor,
+    Prediction,
+    decode_clip,
+)
 from emodistill.serve.requests import (
     ApiError,
     Sla,
@@ -102,6 +106,7 @@ class NoMetrics:
 class _ExitState:
     in_flight: int = 0
     correction: float = 1.0
+    overhead_ms: float = 0.0
     down_until: float = 0.0
     calls: int = 0
 
@@ -131,12 +136,18 @@ class Router:
 
     # ---- what the policy sees ---------------------------------------------------------
     def loads(self, now: float | None = None) -> dict[str, ExitLoad]:
+        """The policy's view of every exit. An exit not yet called borrows the mean
+        correction and overhead of those that were: same hardware, same transport."""
         now = time.monotonic() if now is None else now
+        known = [s for s in self.state.values() if s.calls]
+        prior_corr = float(np.mean([s.correction for s in known])) if known else 1.0
+        prior_over = float(np.mean([s.overhead_ms for s in known])) if known else 0.0
         return {
             name: ExitLoad(
                 in_flight=s.in_flight,
                 capacity=self.args.options_for(name).capacity,
-                correction=s.correction,
+                correction=s.correction if s.calls else prior_corr,
+                overhead_ms=s.overhead_ms if s.calls else prior_over,
                 available=now >= s.down_until,
             )
             for name, s in self.state.items()
@@ -184,8 +195,8 @@ class Router:
         failed: set[str] = set()
         failure: str | None = None
         while True:
-            left = budget_ms - (time.perf_counter() - started) * 1000.0
-            decision = self._choose(left if failed else budget_ms, seconds, failed)
+            left = budget_ms - (time.perf_counter() - started) * 1000.0  # reading and decoding count too
+            decision = self._choose(left, seconds, failed)
             try:
                 pred = await self._call(decision, seconds, wave=wave, timings=timings, budget_left_ms=left)
             except ExitCallError as err:
@@ -276,12 +287,11 @@ class Router:
             except asyncio.TimeoutError as err:
                 raise ExitCallError(TIMEOUT, f"{name} gave no answer within {timeout * 1000:.0f} ms") from err
         except ExitCallError as err:
-            # dead: skip it for the cool-down; refusing or slow: skip it briefly and, if slow,
-            # learn that it is at least that slow
+            # dead: skip it for the cool-down; refusing or too slow this time (a restarting
+            # replica, a burst): skip it briefly, then try again. A timeout teaches the
+            # correction nothing, so one slow call cannot bar an exit for good.
             cooldown = self.args.unavailable_cooldown_s if err.reason == UNAVAILABLE else min(1.0, self.args.unavailable_cooldown_s)
             s.down_until = time.monotonic() + cooldown
-            if err.reason == TIMEOUT and state is None:
-                self._learn(s, (time.perf_counter() - start) * 1000.0, profile, seconds, load)
             log.warning("exit %s failed (%s): %s", name, err.reason, err)
             raise
         finally:
@@ -289,7 +299,7 @@ class Router:
         observed = (time.perf_counter() - start) * 1000.0
         timings.append((name, observed))
         if state is None:  # resumed calls are cheaper than the profile says: do not learn from them
-            self._learn(s, observed, profile, seconds, load)
+            self._learn(s, observed, pred.compute_ms, profile, seconds, load)
         s.calls += 1
         return pred
 
@@ -301,11 +311,17 @@ class Router:
                 return p
         return None
 
-    def _learn(self, s: _ExitState, observed_ms: float, profile, seconds: float, load: ExitLoad) -> None:
-        """Move the exit's correction towards observed / profiled (queue wait accounted)."""
-        ratio = observed_ms / max(expected_ms(profile, seconds, load), 1e-3)
-        a = self.args.ewma_alpha
+    def _learn(
+        self, s: _ExitState, observed_ms: float, compute_ms: float, profile, seconds: float, load: ExitLoad
+    ) -> None:
+        """Smooth the exit's correction towards model time / profiled (queue wait accounted)
+        and its overhead towards call time - model time. The first observation of an exit
+        replaces the borrowed prior instead of being averaged with it."""
+        a = self.args.ewma_alpha if s.calls else 1.0
+        queue = 1.0 + load.in_flight / max(load.capacity, 1)
+        ratio = compute_ms / max(profile.latency_at(seconds) * queue, 1e-3)
         s.correction = float(np.clip((1 - a) * s.correction + a * ratio, 0.05, 50.0))
+        s.overhead_ms = float((1 - a) * s.overhead_ms + a * max(observed_ms - compute_ms, 0.0))
 
     # ---- introspection ----------------------------------------------------------------
     def describe_exits(self, seconds: float = 3.0) -> dict:
@@ -322,6 +338,7 @@ class Router:
                     "profile_latency_ms": {f"{k:g}": v for k, v in sorted(p.latency_ms.items())},
                     f"expected_latency_ms_{seconds:g}s": round(expected_ms(p, seconds, loads[p.name]), 3),
                     "correction": round(loads[p.name].correction, 3),
+                    "overhead_ms": round(loads[p.name].overhead_ms, 3),
                     "in_flight": loads[p.name].in_flight,
                     "available": loads[p.name].available,
                 }
