@@ -256,15 +256,18 @@ def section_sla(dataset: str, rate: float, seconds: float, budget_ms: int, workd
     torch.set_num_threads(1)
     evaluate(EvaluateConfig(checkpoint=str(ckpt), dataset=dataset, folds=[3], repeats=3, latency_seconds=[1.0, 2.0]))
     clip = wav_bytes(np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32))
-    overrides = ["deployment.num_cpus=0.25", "deployment.torch_threads=1", "router.max_ongoing_requests=256",
-                 "router.max_queued_requests=-1"]
-    url = deploy(str(ckpt), overrides)
-    warm(url, [clip])
+    common = ["deployment.num_cpus=0.25", "deployment.torch_threads=1", "router.max_ongoing_requests=256",
+              "router.max_queued_requests=-1"]
+    runs = (
+        # only exit_12 deployed: every request waits for the deep model, however long
+        ("always deep (only exit_12 deployed)", ["exits=[exit_12]", *common], "600000"),
+        (f"SLA router, all exits (budget {budget_ms} ms)", common, str(budget_ms)),
+    )
     out = {}
-    for name, headers in (("always deep (exit_12)", {"X-Latency-Budget-Ms": "600000"}),
-                          (f"SLA router (budget {budget_ms} ms)", {"X-Latency-Budget-Ms": str(budget_ms)})):
-        out[name] = asyncio.run(open_loop(url, [clip], headers, rate, seconds, budget_ms))
-        time.sleep(3)  # let the queue of the first run drain
+    for name, overrides, budget in runs:
+        url = deploy(str(ckpt), overrides)
+        warm(url, [clip])
+        out[name] = asyncio.run(open_loop(url, [clip], {"X-Latency-Budget-Ms": budget}, rate, seconds, budget_ms))
     return out
 
 
