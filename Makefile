@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean serve
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# serve runs/demo/checkpoint (from `make demo`) on 127.0.0.1:8000 until Ctrl-C
+serve: $(STAMP)
+	$(BIN)/serve run serve_configs/local.yaml
 
 clean:
 	rm -rf runs/demo
