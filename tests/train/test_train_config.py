@@ -71,3 +71,25 @@ def test_dry_run_prints_the_resolved_config():
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 2 and "epochs" in bad.stderr
+
+
+def test_an_earlier_run_of_the_same_name_is_never_taken_silently(tmp_path):
+    """Ray Train resumes (or returns) a run found at storage/name; a new run on changed
+    data must not inherit it by accident."""
+    from emodistill.train.loop import prepare_run_dir
+
+    def cfg(mode):
+        return TrainConfig.model_validate(
+            {"data": {"dataset": str(tmp_path / "data")}, "run": {"name": "r", "storage_path": str(tmp_path), "if_exists": mode}}
+        )
+
+    prepare_run_dir(cfg("error"), str(tmp_path))  # nothing there yet: fine
+    earlier = tmp_path / "r"
+    earlier.mkdir()
+    (earlier / "checkpoint_manager_snapshot.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="run.if_exists=resume"):
+        prepare_run_dir(cfg("error"), str(tmp_path))
+    prepare_run_dir(cfg("resume"), str(tmp_path))
+    assert earlier.exists()
+    prepare_run_dir(cfg("overwrite"), str(tmp_path))
+    assert not earlier.exists()

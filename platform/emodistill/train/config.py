@@ -40,7 +40,7 @@ class DataConfig(Config):
     s3: S3Options = Field(default_factory=S3Options, description="S3 settings for s3:// datasets.")
 
     @model_validator(mode="after")
-    def _splits_together(self) -> "DataConfig":
+    def _splits_together(self) -> DataConfig:
         if (self.train_splits is None) != (self.val_splits is None):
             raise ValueError("data: give both train_splits and val_splits, or neither (then folds are used)")
         return self
@@ -84,6 +84,12 @@ class RunConfig(Config):
     )
     max_failures: int = Field(2, ge=-1, description="Worker-group restarts allowed (-1: unlimited).")
     export_dir: str | None = Field(None, description="Also copy the best checkpoint here (local or s3://).")
+    if_exists: Literal["error", "resume", "overwrite"] = Field(
+        "error",
+        description="When storage_path/name already holds a run: stop with an error (default), resume it "
+        "from its latest checkpoint (what a resubmitted job wants), or delete it and start over. Ray Train "
+        "would otherwise silently continue, or return, the earlier run.",
+    )
 
 
 class TrainConfig(Config):

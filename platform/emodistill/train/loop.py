@@ -29,6 +29,7 @@ import torch
 from emodistill.checkpoint import read_checkpoint_config, save_checkpoint
 from emodistill.data.reader import Collate, read_dataset
 from emodistill.data.schema import DatasetInfo, read_info
+from emodistill.data.storage import get_fs, join
 from emodistill.evaluate.metrics import exit_metrics, summary
 from emodistill.losses import SelfDistillationLoss
 from emodistill.model import build_model
@@ -284,6 +285,20 @@ def _progress_callback(epochs: int):
     return EpochProgress()
 
 
+def prepare_run_dir(cfg: TrainConfig, storage: str) -> None:
+    """Apply ``run.if_exists`` to an earlier run at ``storage/name`` (Ray Train would resume it)."""
+    fs, root = get_fs(join(storage, cfg.run.name), cfg.data.s3)
+    if not fs.exists(root) or cfg.run.if_exists == "resume":
+        return
+    if cfg.run.if_exists == "overwrite":
+        fs.rm(root, recursive=True)
+        return
+    raise FileExistsError(
+        f"{join(storage, cfg.run.name)} already holds a run named {cfg.run.name!r}. Set run.if_exists=resume to "
+        "continue it from its latest checkpoint, run.if_exists=overwrite to start over, or choose another run.name."
+    )
+
+
 def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Run the Ray Train job described by ``cfg`` on the current Ray cluster."""
     import ray
@@ -293,6 +308,8 @@ def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
 
     info = read_info(cfg.data.dataset, cfg.data.s3)
     sel = select(cfg, info)
+    storage = cfg.run.storage_path if "://" in cfg.run.storage_path else str(Path(cfg.run.storage_path).absolute())
+    prepare_run_dir(cfg, storage)
     if not ray.is_initialized():
         ray.init()
     data_context = ray.data.DataContext.get_current()
@@ -304,7 +321,6 @@ def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     val_ds = read_dataset(
         cfg.data.dataset, folds=sel.val_folds, splits=sel.val_splits, options=cfg.data.val_batch, s3=cfg.data.s3
     )
-    storage = cfg.run.storage_path if "://" in cfg.run.storage_path else str(Path(cfg.run.storage_path).absolute())
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
