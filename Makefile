@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean serve
+.PHONY: demo test install clean serve tune-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# a Ray Tune sweep of the loss weights on the demo corpus; everything under runs/tune-demo/
+tune-demo: $(STAMP)
+	rm -rf runs/tune-demo
+	$(BIN)/emodistill synth runs/tune-demo/corpus
+	$(BIN)/emodistill ingest runs/tune-demo/corpus runs/tune-demo/data --folds 4
+	$(BIN)/emodistill tune --config jobs/configs/tune_demo_cpu.yaml
+
 # serve runs/demo/checkpoint (from `make demo`) on 127.0.0.1:8000 until Ctrl-C
 serve: $(STAMP)
 	$(BIN)/serve run serve_configs/local.yaml
 
 clean:
-	rm -rf runs/demo
+	rm -rf runs/demo runs/tune-demo

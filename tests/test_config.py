@@ -24,7 +24,7 @@ def _all_configs() -> list[type[Config]]:
 
 def test_configs_found():
     names = {c.__name__ for c in _all_configs()}
-    assert {"ModelConfig", "BackboneConfig", "LossConfig", "CheckpointConfig", "ExitModelSpec"} <= names
+    assert {"ModelConfig", "BackboneConfig", "LossConfig", "CheckpointConfig", "ExitModelSpec", "SweepConfig"} <= names
 
 
 @pytest.mark.parametrize("cls", _all_configs(), ids=lambda c: c.__name__)

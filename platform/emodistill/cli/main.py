@@ -175,6 +175,37 @@ def train(
                f"{result.best_checkpoint}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def tune(
+    ctx: typer.Context,
+    config: str = typer.Option(..., "--config", help="Sweep config YAML (see jobs/configs/tune_*.yaml)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the sweep and its train config, print, exit."),
+    resume: Optional[bool] = typer.Option(
+        None, "--resume/--no-resume", help="Continue the sweep stored under its name (default: when it exists)."
+    ),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)."),
+) -> None:
+    """Ray Tune sweep of the loss weights (and temperature, learning rate, exits). Extra
+    arguments are key=value overrides of the sweep config."""
+    from emodistill.tune.config import SweepConfig
+
+    cfg = SweepConfig.from_yaml(config, list(ctx.args))
+    cfg.check()
+    if dry_run:
+        typer.echo(cfg.to_yaml())
+        return
+    from emodistill.cluster import init_ray
+    from emodistill.evaluate.tables import markdown_table
+    from emodistill.tune.objectives import OBJECTIVES
+    from emodistill.tune.sweep import run_sweep
+
+    init_ray(address)
+    summary = run_sweep(cfg, resume)
+    columns = ["trial_id", *cfg.search, *OBJECTIVES]
+    typer.echo(markdown_table(columns, [[r[c] for c in columns] for r in summary["rows"]]))
+    typer.echo(f"results: {cfg.out_dir}/results.md, plot: {cfg.out_dir}/pareto.png, best: {cfg.out_dir}/best/")
+
+
 @app.command()
 def evaluate(
     checkpoint: str = typer.Argument(..., help="Checkpoint directory (local or s3://)."),

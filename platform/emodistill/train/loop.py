@@ -227,6 +227,10 @@ def train_loop_per_worker(config: dict) -> None:
                 "optimizer_steps": step.optimizer_steps,
             }
         )
+        if config.get("objectives"):  # a sweep: the four objectives as plain columns
+            from emodistill.tune.objectives import objectives
+
+            metrics.update(objectives(metrics, config["objectives"]["latency_ms"], config["objectives"]["budget_ms"]))
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
@@ -299,8 +303,12 @@ def prepare_run_dir(cfg: TrainConfig, storage: str) -> None:
     )
 
 
-def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
-    """Run the Ray Train job described by ``cfg`` on the current Ray cluster."""
+def build_trainer(cfg: TrainConfig, progress: bool = True, callbacks: list | None = None, objectives: dict | None = None):
+    """The Ray Train ``TorchTrainer`` of ``cfg`` (what ``fit`` runs and every sweep trial runs).
+
+    ``objectives`` ({"latency_ms": {exit: ms}, "budget_ms": x}) makes every report carry the
+    sweep objectives; ``callbacks`` are extra Ray Train callbacks (Tune's report callback).
+    """
     import ray
     import ray.data
     import ray.train
@@ -321,7 +329,7 @@ def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     val_ds = read_dataset(
         cfg.data.dataset, folds=sel.val_folds, splits=sel.val_splits, options=cfg.data.val_batch, s3=cfg.data.s3
     )
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "train": cfg.model_dump(mode="json"),
@@ -333,6 +341,7 @@ def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
                 "train_splits": sel.train_splits,
                 "val_splits": sel.val_splits,
             },
+            "objectives": objectives,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.num_workers,
@@ -348,11 +357,16 @@ def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
                 checkpoint_score_order="max",
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
-            callbacks=[_progress_callback(cfg.optim.epochs)] if progress else [],
+            callbacks=([_progress_callback(cfg.optim.epochs)] if progress else []) + list(callbacks or []),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # our per-epoch line instead
         ),
         datasets={"train": train_ds, "val": val_ds},
     )
+
+
+def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Run the Ray Train job described by ``cfg`` on the current Ray cluster."""
+    trainer = build_trainer(cfg, progress)
     result = trainer.fit()
     if result.error:
         raise result.error

@@ -1,0 +1,277 @@
+"""`emodistill tune`: Ray Tune sweeps over the self-distillation loss weights.
+
+The way current Ray documents Tune over Train v2: every trial is a driver function that
+builds the same ``TorchTrainer`` as ``emodistill train`` (``build_trainer``) with the
+trial's values and runs it; Tune's ``TuneReportCallback`` passes each epoch's report on.
+Every report carries the four objectives (``emodistill.tune.objectives``), computed in the
+workers from the validation UARs and the exit latencies the sweep measured once up front.
+
+Outputs in ``out_dir``: ``results.csv`` / ``results.md`` (one row per trial at its best
+epoch by the objective, sorted), ``pareto.png`` (every trial's exits as UAR against
+latency, the Pareto front marked) and ``best/`` (``train.yaml`` that `emodistill train`
+accepts, and the winning trial's checkpoint). An interrupted sweep resumes from its
+storage (``Tuner.restore``) without re-running finished trials.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emodistill.data.storage import get_fs, join, write_bytes_atomic
+from emodistill.evaluate.tables import markdown_table
+from emodistill.train.config import TrainConfig
+from emodistill.tune.config import SweepConfig
+from emodistill.tune.objectives import OBJECTIVES, exit_uars, pareto_front
+
+TRIALS_DIR = "trials"
+
+
+def measure_latencies(cfg: SweepConfig, base: TrainConfig, labels: list[str]) -> dict[str, float]:
+    """p50 latency (ms, batch 1) of the cut model of every exit any trial may have."""
+    if cfg.latency_profile:
+        from emodistill.serve.policy import ProfileSet
+
+        fs, path = get_fs(cfg.latency_profile)
+        with fs.open(path, "rb") as fh:
+            profiles = ProfileSet.from_json(fh.read())
+        return {p.name: p.latency_at(cfg.latency_seconds) for p in profiles.exits}
+    from emodistill.evaluate.latency import profile_exits
+    from emodistill.model import build_model
+
+    blocks = set(base.model.exits)
+    if "model.exits" in cfg.search:
+        for option in cfg.search["model.exits"].sample_values():
+            blocks |= set(option)
+    model = build_model(base.model.model_copy(update={"exits": sorted(blocks)}), labels)
+    report = profile_exits(model, seconds=cfg.latency_seconds, warmup=2, repeats=10)
+    return {name: e["latency_ms_p50"] for name, e in report["exits"].items()}
+
+
+def trial_driver(config: dict) -> None:
+    """One trial: the train config with this trial's values, run by its own TorchTrainer."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from emodistill.train.loop import build_trainer
+
+    sweep = SweepConfig.model_validate(config["sweep"])
+    trial_id = ray.tune.get_context().get_trial_id()
+    cfg = sweep.trial_train_config(config["values"], config["train"])
+    cfg = cfg.model_copy(
+        update={
+            "run": cfg.run.model_copy(
+                update={
+                    "name": trial_id,
+                    "storage_path": join(config["storage"], TRIALS_DIR),
+                    "export_dir": None,
+                    "checkpoint_metric": sweep.objective,
+                    "if_exists": "resume",  # a restored sweep continues an unfinished trial
+                }
+            )
+        }
+    )
+    objectives = {"latency_ms": config["latency_ms"], "budget_ms": sweep.latency_budget_ms}
+    build_trainer(cfg, progress=False, callbacks=[TuneReportCallback()], objectives=objectives).fit()
+
+
+def _tuner(cfg: SweepConfig, train_raw: dict, latency_ms: dict[str, float], storage: str, restore: bool):
+    import ray.tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    # The driver only waits on its trainer, whose workers reserve the real resources. It
+    # must hold no CPU at all: even 0.01 leaves a 2-CPU node with 0.99 free beside a
+    # 1-CPU worker, and Ray Data's read tasks (1 CPU each) then never start. Tune refuses
+    # an empty bundle, so the driver reserves a token amount of memory instead.
+    trainable = ray.tune.with_resources(trial_driver, {"cpu": 0, "memory": 1 << 20})
+    param_space = {
+        "sweep": cfg.model_dump(mode="json"),
+        "train": train_raw,
+        "storage": storage,
+        "latency_ms": latency_ms,
+        "values": {k: d.to_tune(grid=cfg.search_alg == "grid") for k, d in cfg.search.items()},
+    }
+    path = join(storage, cfg.name)
+    if restore:
+        return ray.tune.Tuner.restore(path, trainable=trainable, param_space=param_space, resume_errored=True)
+    epochs = TrainConfig.model_validate(train_raw).optim.epochs
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=epochs,
+            grace_period=min(cfg.asha.grace_period, epochs),
+            reduction_factor=cfg.asha.reduction_factor,
+        )
+        if cfg.scheduler == "asha"
+        else FIFOScheduler()
+    )
+    return ray.tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=ray.tune.TuneConfig(
+            metric=cfg.objective,
+            mode="max",
+            num_samples=cfg.num_samples,
+            scheduler=scheduler,
+            # the limit goes to the generator itself: Tune ignores max_concurrent_trials
+            # next to a search-generator instance, and every trial would start at once
+            search_alg=BasicVariantGenerator(
+                points_to_evaluate=[{"values": point} for point in cfg.points_to_evaluate] or None,
+                random_state=cfg.seed,
+                max_concurrent=cfg.max_concurrent_trials,
+            ),
+        ),
+        run_config=ray.tune.RunConfig(name=cfg.name, storage_path=storage, verbose=0),
+    )
+
+
+def can_restore(cfg: SweepConfig) -> bool:
+    import ray.tune
+
+    return ray.tune.Tuner.can_restore(join(_storage(cfg), cfg.name))
+
+
+def _storage(cfg: SweepConfig) -> str:
+    return cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).absolute())
+
+
+def run_sweep(cfg: SweepConfig, resume: bool | None = None) -> dict:
+    """Run (or, when its state exists and ``resume`` is not False, continue) the sweep;
+    write the outputs; return the summary (rows sorted by the objective, best trial)."""
+    from emodistill.cluster import init_ray
+    from emodistill.data.schema import read_info
+
+    base = cfg.check()
+    labels = read_info(base.data.dataset, base.data.s3).labels
+    init_ray()
+    storage = _storage(cfg)
+    restore = can_restore(cfg) if resume is None else resume
+    latency_ms = _saved_latencies(cfg, storage) if restore else None
+    if latency_ms is None:
+        latency_ms = measure_latencies(cfg, base, labels)
+        fs, root = get_fs(join(storage, cfg.name))
+        fs.makedirs(root, exist_ok=True)
+        write_bytes_atomic(fs, join(root, "latency_ms.json"), json.dumps(latency_ms, indent=2).encode())
+    results = _tuner(cfg, cfg.base_train_raw(), latency_ms, storage, restore).fit()
+    return write_outputs(cfg, results, latency_ms)
+
+
+def _saved_latencies(cfg: SweepConfig, storage: str) -> dict | None:
+    fs, path = get_fs(join(storage, cfg.name, "latency_ms.json"))
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as fh:
+        return json.loads(fh.read())
+
+
+# ---- outputs ------------------------------------------------------------------------------
+def trial_rows(cfg: SweepConfig, results, latency_ms: dict[str, float]) -> list[dict]:
+    """One row per trial at its best epoch by the objective: trial_id, searched values,
+    every objective, per-exit UARs, epochs run, checkpoint."""
+    rows = []
+    for result in results:
+        df = result.metrics_dataframe
+        if df is None or df.empty or cfg.objective not in df:
+            continue
+        best = df.loc[df[cfg.objective].idxmax()].to_dict()
+        values = result.config["values"]
+        row: dict[str, Any] = {"trial_id": result.metrics.get("trial_id", best.get("trial_id"))}
+        row.update({k: values[k] for k in cfg.search})
+        row["given"] = any(values == point for point in cfg.points_to_evaluate)  # a reference point
+        row.update({k: float(best[k]) for k in OBJECTIVES})
+        row["exit_uars"] = exit_uars(best, list(latency_ms))
+        row["epochs_run"] = int(df["training_iteration"].max())
+        row["best_epoch"] = int(best["epoch"]) + 1
+        row["checkpoint"] = best.get("checkpoint_path")
+        rows.append(row)
+    rows.sort(key=lambda r: r[cfg.objective], reverse=True)
+    return rows
+
+
+def write_outputs(cfg: SweepConfig, results, latency_ms: dict[str, float]) -> dict:
+    from emodistill.train.loop import export_checkpoint
+
+    rows = trial_rows(cfg, results, latency_ms)
+    if not rows:
+        raise RuntimeError(f"no trial of sweep {cfg.name!r} reported {cfg.objective}; see the Ray Tune logs")
+    fs, out = get_fs(cfg.out_dir)
+    fs.makedirs(out, exist_ok=True)
+    columns = ["trial_id", *cfg.search, *OBJECTIVES, "epochs_run", "best_epoch", "given"]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow([json.dumps(r[c]) if isinstance(r[c], list) else r[c] for c in columns])
+    write_bytes_atomic(fs, join(out, "results.csv"), buf.getvalue().encode())
+    md = [
+        f"# Sweep `{cfg.name}`: {len(rows)} trials, sorted by `{cfg.objective}`",
+        "",
+        f"Exit latencies (ms, batch 1, {cfg.latency_seconds:g} s clip): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in latency_ms.items())
+        + f"; `budget_uar` budget {cfg.latency_budget_ms:g} ms. `given`: a trial of `points_to_evaluate`"
+        " (a reference such as the paper's all-ones weights), not a searched one.",
+        "",
+        markdown_table(columns, [[r[c] for c in columns] for r in rows]),
+        "",
+    ]
+    write_bytes_atomic(fs, join(out, "results.md"), "\n".join(md).encode())
+    write_bytes_atomic(fs, join(out, "pareto.png"), pareto_plot(rows, latency_ms, cfg))
+
+    best = rows[0]
+    train_cfg = cfg.trial_train_config({k: best[k] for k in cfg.search})
+    train_cfg = train_cfg.model_copy(
+        update={"run": train_cfg.run.model_copy(update={"name": f"{cfg.name}-best", "export_dir": None})}
+    )
+    write_bytes_atomic(fs, join(out, "best", "train.yaml"), _best_yaml(cfg, best, train_cfg).encode())
+    checkpoint = None
+    if best.get("checkpoint"):
+        import ray.train
+
+        checkpoint = export_checkpoint(ray.train.Checkpoint(best["checkpoint"]), join(out, "best", "checkpoint"))
+    return {"rows": rows, "best": best, "best_checkpoint": checkpoint, "out": cfg.out_dir, "latency_ms": latency_ms}
+
+
+def _best_yaml(cfg: SweepConfig, best: dict, train_cfg: TrainConfig) -> str:
+    header = (
+        f"# The best trial ({best['trial_id']}) of sweep {cfg.name!r} by {cfg.objective} = {best[cfg.objective]:.4f}.\n"
+        "# Train it again: emodistill train --config THIS_FILE\n"
+    )
+    return header + yaml.safe_dump(train_cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def pareto_plot(rows: list[dict], latency_ms: dict[str, float], cfg: SweepConfig) -> bytes:
+    """Every trial's exits as (latency, UAR); the Pareto front over all of them marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points, owners = [], []
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for i, r in enumerate(rows):
+        xs = [latency_ms[n] for n in r["exit_uars"]]
+        ys = list(r["exit_uars"].values())
+        ax.plot(xs, ys, "o-", alpha=0.35 if i else 0.9, lw=2.0 if i == 0 else 1.0,
+                label=f"{r['trial_id']} (best)" if i == 0 else None)
+        points += list(zip(xs, ys))
+        owners += [r["trial_id"]] * len(xs)
+    front = sorted(pareto_front(points), key=lambda i: points[i][0])
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", lw=1.2, label="Pareto front")
+    ax.scatter([points[i][0] for i in front], [points[i][1] for i in front], s=70, facecolors="none", edgecolors="k")
+    ax.axvline(cfg.latency_budget_ms, color="tab:red", lw=0.8, ls=":", label=f"budget {cfg.latency_budget_ms:g} ms")
+    ax.set_xlabel(f"latency of the cut model, ms (batch 1, {cfg.latency_seconds:g} s clip)")
+    ax.set_ylabel("validation UAR")
+    ax.set_title(f"Sweep {cfg.name}: {len(rows)} trials, every exit")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
