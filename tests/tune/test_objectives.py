@@ -46,7 +46,10 @@ def test_sweep_config_checks_points_and_search_values(tmp_path):
     root = __import__("pathlib").Path(__file__).resolve().parents[2]
     base = {"train_config": str(root / "jobs/configs/demo_cpu.yaml"),
             "search": {"loss.kd_weight": {"kind": "uniform", "low": 0.0, "high": 2.0}}}
-    SweepConfig.model_validate({**base, "points_to_evaluate": [{"loss.kd_weight": 1.0}]}).check()
+    cfg = SweepConfig.model_validate({**base, "points_to_evaluate": [{"loss.kd_weight": 1.0}]})
+    cfg.check()
+    # trials run in working directories of their own: the relative dataset path is made absolute
+    assert cfg.base_train_raw()["data"]["dataset"] == str(__import__("pathlib").Path("runs/demo/data").absolute())
     with pytest.raises(ValueError, match="must give every searched value"):
         SweepConfig.model_validate({**base, "points_to_evaluate": [{"loss.temperature": 1.0}]})
     with pytest.raises(ValueError, match="points_to_evaluate\\[0\\] is not valid"):

@@ -5,7 +5,6 @@ config that trains. An interrupted sweep resumes without re-running finished tri
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import signal

@@ -224,14 +224,9 @@ def markdown_report(report: dict) -> str:
 
 def plot(report: dict) -> bytes:
     """accuracy_latency.png: UAR against latency per exit, with the fusion and early-exit curves."""
-    import io
+    from emodistill.evaluate.plots import axes, png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = axes()
     xs = [e["latency_ms_p50"] for e in report["exits"].values()]
     ys = [e["uar"] for e in report["exits"].values()]
     ax.plot(xs, ys, "o-", color="tab:blue", label="single exit (cut model)")
@@ -247,13 +242,7 @@ def plot(report: dict) -> bytes:
     ax.set_xlabel(f"latency per clip, ms (batch 1, {report['latency_clip_seconds']:g} s clip)")
     ax.set_ylabel("UAR")
     ax.set_title("Accuracy against latency per exit")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig, ax)
 
 
 def _write_outputs(out: str, report: dict, profile: dict, s3: S3Options) -> None:

@@ -8,6 +8,7 @@ They are the result columns too.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -110,12 +111,20 @@ class SweepConfig(Config):
         return self
 
     def base_train_raw(self) -> dict:
-        """The raw (unvalidated) train mapping every trial starts from."""
+        """The raw (unvalidated) train mapping every trial starts from, with relative local
+        paths made absolute here: Tune runs each trial in a working directory of its own."""
         import yaml
 
         with open(self.train_config) as fh:
             raw = yaml.safe_load(fh) or {}
-        return apply_overrides(raw, self.train_overrides)
+        raw = apply_overrides(raw, self.train_overrides)
+        data = raw.get("data") or {}
+        if isinstance(data.get("dataset"), str):
+            data["dataset"] = _absolute(data["dataset"])
+        backbone = (raw.get("model") or {}).get("backbone") or {}
+        if isinstance(backbone.get("pretrained"), str) and os.path.isdir(backbone["pretrained"]):
+            backbone["pretrained"] = _absolute(backbone["pretrained"])  # a local model directory, not a hub id
+        return raw
 
     def trial_train_config(self, values: dict[str, Any], raw: dict | None = None) -> TrainConfig:
         """The train config of a trial with ``values`` (dotted path -> value)."""
@@ -139,6 +148,11 @@ class SweepConfig(Config):
             except ValueError as err:
                 raise ValueError(f"points_to_evaluate[{i}] is not valid in the train config: {err}") from err
         return base
+
+
+def _absolute(uri: str) -> str:
+    """A relative local path as an absolute one; URIs (s3://...) unchanged."""
+    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def _yaml_scalar(value: Any) -> str:

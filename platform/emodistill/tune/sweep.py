@@ -127,8 +127,34 @@ def _tuner(cfg: SweepConfig, train_raw: dict, latency_ms: dict[str, float], stor
                 max_concurrent=cfg.max_concurrent_trials,
             ),
         ),
-        run_config=ray.tune.RunConfig(name=cfg.name, storage_path=storage, verbose=0),
+        run_config=ray.tune.RunConfig(
+            name=cfg.name, storage_path=storage, verbose=0, callbacks=[_trial_progress(cfg.objective, epochs)]
+        ),
     )
+
+
+def _trial_progress(objective: str, epochs: int):
+    """A Tune callback printing one line per trial epoch and per finished trial (Tune's own
+    tables are turned off with ``verbose=0``)."""
+    from ray.tune import Callback
+
+    class TrialProgress(Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            print(
+                f"trial {trial.trial_id} epoch {result['training_iteration']}/{epochs}: "
+                + ", ".join(f"{k} {result[k]:.3f}" for k in OBJECTIVES if k in result)
+                + ("" if objective in result else f" (no {objective})"),
+                flush=True,
+            )
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            print(f"trial {trial.trial_id} finished ({done}/{len(trials)} trials done)", flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"trial {trial.trial_id} failed: see {trial.local_path}/error.txt", flush=True)
+
+    return TrialProgress()
 
 
 def can_restore(cfg: SweepConfig) -> bool:
@@ -199,7 +225,12 @@ def write_outputs(cfg: SweepConfig, results, latency_ms: dict[str, float]) -> di
 
     rows = trial_rows(cfg, results, latency_ms)
     if not rows:
-        raise RuntimeError(f"no trial of sweep {cfg.name!r} reported {cfg.objective}; see the Ray Tune logs")
+        errors = [str(err).strip().splitlines()[-1] for err in results.errors][:3]
+        raise RuntimeError(
+            f"no trial of sweep {cfg.name!r} reported {cfg.objective}"
+            + (f"; trials failed with: {errors}" if errors else "")
+            + f"; see the trials' error.txt under {join(_storage(cfg), cfg.name)}"
+        )
     fs, out = get_fs(cfg.out_dir)
     fs.makedirs(out, exist_ok=True)
     columns = ["trial_id", *cfg.search, *OBJECTIVES, "epochs_run", "best_epoch", "given"]
@@ -245,22 +276,26 @@ def _best_yaml(cfg: SweepConfig, best: dict, train_cfg: TrainConfig) -> str:
     return header + yaml.safe_dump(train_cfg.model_dump(mode="json"), sort_keys=False)
 
 
+def _short(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
 def pareto_plot(rows: list[dict], latency_ms: dict[str, float], cfg: SweepConfig) -> bytes:
     """Every trial's exits as (latency, UAR); the Pareto front over all of them marked."""
-    import matplotlib
+    from emodistill.evaluate.plots import axes, png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points, owners = [], []
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    points = []
+    fig, ax = axes()
     for i, r in enumerate(rows):
         xs = [latency_ms[n] for n in r["exit_uars"]]
         ys = list(r["exit_uars"].values())
-        ax.plot(xs, ys, "o-", alpha=0.35 if i else 0.9, lw=2.0 if i == 0 else 1.0,
-                label=f"{r['trial_id']} (best)" if i == 0 else None)
+        label = f"{r['trial_id']} (best)" if i == 0 else None
+        if r["given"]:
+            label = f"{r['trial_id']} (given{', best' if i == 0 else ''}: " + ", ".join(
+                f"{k.split('.')[-1]} {_short(r[k])}" for k in cfg.search) + ")"
+        ax.plot(xs, ys, "o-" if not r["given"] else "s--", alpha=0.35 if i and not r["given"] else 0.9,
+                lw=2.0 if i == 0 else 1.0, label=label)
         points += list(zip(xs, ys))
-        owners += [r["trial_id"]] * len(xs)
     front = sorted(pareto_front(points), key=lambda i: points[i][0])
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", lw=1.2, label="Pareto front")
     ax.scatter([points[i][0] for i in front], [points[i][1] for i in front], s=70, facecolors="none", edgecolors="k")
@@ -268,10 +303,4 @@ def pareto_plot(rows: list[dict], latency_ms: dict[str, float], cfg: SweepConfig
     ax.set_xlabel(f"latency of the cut model, ms (batch 1, {cfg.latency_seconds:g} s clip)")
     ax.set_ylabel("validation UAR")
     ax.set_title(f"Sweep {cfg.name}: {len(rows)} trials, every exit")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig, ax)
