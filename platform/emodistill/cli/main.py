@@ -201,7 +201,7 @@ def tune(
 
     init_ray(address)
     summary = run_sweep(cfg, resume)
-    columns = ["trial_id", *cfg.search, *OBJECTIVES]
+    columns = ["trial_id", *cfg.search, *OBJECTIVES, "given"]
     typer.echo(markdown_table(columns, [[r[c] for c in columns] for r in summary["rows"]]))
     typer.echo(f"results: {cfg.out_dir}/results.md, plot: {cfg.out_dir}/pareto.png, best: {cfg.out_dir}/best/")
 
