@@ -66,7 +66,7 @@ class SweepConfig(Config):
     search: dict[str, Dimension] = Field(
         description="Dotted train-config path -> dimension, e.g. loss.kd_weight: {kind: uniform, low: 0, high: 2}."
     )
-    objective: Literal["teacher_uar", "mean_exit_uar", "budget_uar", "uar_latency_auc"] = Field(
+    objective: Literal[OBJECTIVES] = Field(
         "uar_latency_auc", description=f"What to maximise; every trial reports all of {list(OBJECTIVES)}."
     )
     latency_budget_ms: float = Field(
@@ -98,7 +98,7 @@ class SweepConfig(Config):
     seed: int = Field(0, description="Seed of the search.")
 
     @model_validator(mode="after")
-    def _search_paths_exist(self) -> SweepConfig:
+    def _search_and_points(self) -> SweepConfig:
         if not self.search:
             raise ValueError("`search` names no values to search")
         for i, point in enumerate(self.points_to_evaluate):

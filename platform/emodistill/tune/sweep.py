@@ -178,6 +178,10 @@ def run_sweep(cfg: SweepConfig, resume: bool | None = None) -> dict:
     init_ray()
     storage = _storage(cfg)
     restore = can_restore(cfg) if resume is None else resume
+    if resume and not can_restore(cfg):
+        raise FileNotFoundError(
+            f"no sweep state to resume at {join(storage, cfg.name)}; run without --resume to start the sweep"
+        )
     latency_ms = _saved_latencies(cfg, storage) if restore else None
     if latency_ms is None:
         latency_ms = measure_latencies(cfg, base, labels)
