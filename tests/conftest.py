@@ -70,12 +70,22 @@ def write_audio(path, wave, rate: int = 16000, **kwargs):
     return path
 
 
-def _free_port() -> int:
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports on 127.0.0.1 (all bound at once, so none repeats)."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _free_port() -> int:
+    return free_ports(1)[0]
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_ports
 
 from emodistill.checkpoint import load_checkpoint
 
@@ -28,24 +28,13 @@ RAY = str(Path(sys.executable).with_name("ray"))
 pytestmark = pytest.mark.slow
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture
 def head(tmp_path):
     """A one-node cluster from `ray start --head --block` with token auth; yields (job API address, env)."""
     home = tmp_path / "home"
     home.mkdir()
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's unix sockets live here
-    gcs, dashboard, agent, client = _free_ports(4)
+    gcs, dashboard, agent, client = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["HOME"] = str(home)
     # the cluster's `python` (what a job's entrypoint runs) is this environment's, as on a
