@@ -20,7 +20,7 @@ from pathlib import Path
 from emodistill.data import audio
 from emodistill.data.corpora import get_corpus
 from emodistill.data.ingest import IngestConfig, ingest
-from emodistill.data.storage import get_fs
+from emodistill.storage import get_fs
 from emodistill.data.synth import SynthConfig, synthesize
 from emodistill.evaluate.tables import markdown_table
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emodistill.exits import sort_exits
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,8 +58,7 @@ def main() -> None:
             runs.setdefault(name, []).append({"seed": seed, "last": result.history[-1], "best": result.best_metrics})
             print(f"{name} seed {seed}: last epoch mean exit UAR {result.history[-1]['val/mean_exit_uar']:.3f}", flush=True)
 
-    exits = sorted({k.split("/")[1] for r in runs[next(iter(runs))] for k in r["last"] if k.startswith("val/exit_")},
-                   key=lambda n: int(n[5:]))
+    exits = sort_exits(k.split("/")[1] for r in runs[next(iter(runs))] for k in r["last"] if k.startswith("val/exit_"))
     for when in ("last", "best"):
         rows = []
         for name, results in runs.items():

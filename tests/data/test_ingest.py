@@ -189,7 +189,7 @@ def test_bad_sources_fail_clearly(tmp_path):
 def test_s3_source_and_destination(corpus, s3):
     import s3fs
 
-    from emodistill.data.storage import S3Options
+    from emodistill.storage import S3Options
 
     root, files = corpus
     fs = s3fs.S3FileSystem(**S3Options().storage_options())

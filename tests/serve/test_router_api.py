@@ -16,12 +16,12 @@ from conftest import tone
 from emodistill.serve.config import ServeArgs
 from emodistill.serve.policy import ProfileSet
 from emodistill.serve.predictor import ExitPredictor
+from emodistill.serve.api import make_api
 from emodistill.serve.router import (
     UNAVAILABLE,
     ExitCallError,
     LocalExitClient,
     Router,
-    make_api,
 )
 from fastapi.testclient import TestClient
 

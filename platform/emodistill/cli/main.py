@@ -112,7 +112,7 @@ def ingest(
 ) -> None:
     """Ingest a labelled corpus into Parquet shards; list every rejected file with its reason."""
     from emodistill.data.ingest import IngestConfig, ingest as run_ingest, parse_label_mapping
-    from emodistill.data.storage import S3Options
+    from emodistill.storage import S3Options
 
     cfg = IngestConfig(
         source=source,
@@ -133,8 +133,9 @@ def ingest(
 
 def _print_exit_table(metrics: dict) -> None:
     from emodistill.evaluate.tables import markdown_table
+    from emodistill.exits import sort_exits
 
-    exits = sorted({k.split("/")[1] for k in metrics if k.startswith("val/exit_")}, key=lambda n: int(n[5:]))
+    exits = sort_exits(k.split("/")[1] for k in metrics if k.startswith("val/exit_"))
     rows = [[n, metrics[f"val/{n}/uar"], metrics[f"val/{n}/wa"], metrics[f"val/{n}/macro_f1"]] for n in exits]
     typer.echo(markdown_table(["exit", "UAR", "WA", "macro-F1"], rows))
 

@@ -35,7 +35,7 @@ from emodistill.config import Config
 from emodistill.data import audio
 from emodistill.data.corpora import FORMATS, SourceItem, get_corpus
 from emodistill.data.schema import ARROW_SCHEMA, INFO_FILE, REJECTS_FILE, SCHEMA_VERSION, DatasetInfo, ShardInfo
-from emodistill.data.storage import S3Options, get_fs, is_remote, join, write_bytes_atomic
+from emodistill.storage import S3Options, get_fs, is_remote, join, write_bytes_atomic
 
 # Named --labels mappings (canonical corpus labels -> dataset labels; absent = dropped).
 LABEL_PRESETS: dict[str, dict[str, str | None]] = {

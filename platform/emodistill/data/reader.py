@@ -20,7 +20,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from emodistill.data.batching import BatchOptions, collate
 from emodistill.data.rows import COLUMNS, check_selection, decode_rows
 from emodistill.data.schema import read_info, shard_uris
-from emodistill.data.storage import S3Options, get_fs, pyarrow_fs
+from emodistill.storage import S3Options, get_fs, pyarrow_fs
 
 
 class Collate(NumpyBatchCollateFn):

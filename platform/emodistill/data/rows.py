@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from emodistill.data.audio import decode_flac
 from emodistill.data.batching import BatchOptions, prepare, ragged
 from emodistill.data.schema import DatasetInfo, read_info, shard_uris
-from emodistill.data.storage import S3Options, get_fs
+from emodistill.storage import S3Options, get_fs
 
 COLUMNS = ["utterance_id", "audio", "num_samples", "label_id", "speaker", "fold", "split"]
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from emodistill.config import Config
-from emodistill.data.storage import S3Options, get_fs, join
+from emodistill.storage import S3Options, get_fs, join
 
 SCHEMA_VERSION = 1
 INFO_FILE = "dataset.json"

@@ -22,11 +22,12 @@ from emodistill.config import Config
 from emodistill.data.batching import BatchOptions, pad_batch
 from emodistill.data.rows import load_arrays
 from emodistill.data.schema import read_info
-from emodistill.data.storage import S3Options, get_fs, join, write_bytes_atomic
+from emodistill.storage import S3Options, get_fs, join, write_bytes_atomic
 from emodistill.evaluate.latency import time_interleaved
 from emodistill.evaluate.metrics import classification_metrics, exit_metrics
 from emodistill.evaluate.policies import early_exit, fusion_predictions
 from emodistill.evaluate.tables import markdown_table
+from emodistill.exit_profile import FILE_NAME, DeviceInfo, ExitProfile, make_profile, write_profile
 from emodistill.model import exit_block
 
 
@@ -166,15 +167,14 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "exits": exits,
         "policies": policies,
     }
-    profile = {
-        "model": {"name": loaded.name, "version": loaded.version, "checkpoint": str(cfg.checkpoint)},
-        "labels": model.labels,
-        "sample_rate": loaded.config.sample_rate,
-        "hardware": report["hardware"],
-        "exits": {
-            n: {"block": exits[n]["block"], "uar": exits[n]["uar"], "latency_ms": latency[n]} for n in names
-        },
-    }
+    profile = make_profile(
+        model={"name": loaded.name, "version": loaded.version, "checkpoint": str(cfg.checkpoint)},
+        labels=model.labels,
+        device=DeviceInfo.current("cpu"),
+        uar={n: exits[n]["uar"] for n in names},
+        latency={n: latency[n] for n in names},
+        sample_rate=loaded.config.sample_rate,
+    )
     out = cfg.out or default_out(cfg.checkpoint)
     _write_outputs(out, report, profile, cfg.s3)
     report["out"] = out
@@ -245,10 +245,10 @@ def plot(report: dict) -> bytes:
     return png(fig, ax)
 
 
-def _write_outputs(out: str, report: dict, profile: dict, s3: S3Options) -> None:
+def _write_outputs(out: str, report: dict, profile: ExitProfile, s3: S3Options) -> None:
     fs, root = get_fs(out, s3)
     fs.makedirs(root, exist_ok=True)
     write_bytes_atomic(fs, join(root, "report.json"), json.dumps(report, indent=2).encode())
     write_bytes_atomic(fs, join(root, "report.md"), markdown_report(report).encode())
-    write_bytes_atomic(fs, join(root, "exit_profile.json"), json.dumps(profile, indent=2).encode())
+    write_profile(join(out, FILE_NAME), profile, s3)
     write_bytes_atomic(fs, join(root, "accuracy_latency.png"), plot(report))

@@ -29,19 +29,9 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from emodistill.config import Config
+from emodistill.exits import exit_block, exit_name
 from emodistill.model.backbone import BackboneConfig, load_backbone
 from emodistill.model.heads import ExitHead, HeadOutput, HeadType
-
-
-def exit_name(block: int) -> str:
-    """The one name of an exit, used in weights, metrics, deployments and HTTP answers."""
-    return f"exit_{block}"
-
-
-def exit_block(name: str) -> int:
-    if not name.startswith("exit_") or not name[5:].isdigit():
-        raise ValueError(f"{name!r} is not an exit name (exit_<block>)")
-    return int(name[5:])
 
 
 class ModelConfig(Config):

@@ -24,11 +24,13 @@ from ray.serve import metrics as serve_metrics
 from ray.serve.handle import DeploymentHandle
 
 from emodistill.checkpoint import read_checkpoint_config
+from emodistill.exits import deepest as deepest_exit
 from emodistill.serve.config import ServeArgs
 from emodistill.serve.policy import SATURATED, UNAVAILABLE, ProfileSet
 from emodistill.serve.predictor import BlockState, ExitPredictor, Prediction
 from emodistill.serve.requests import parse_keys
-from emodistill.serve.router import ExitCallError, Router, make_api
+from emodistill.serve.api import make_api
+from emodistill.serve.router import ExitCallError, Router
 
 log = logging.getLogger("emodistill.serve")
 
@@ -138,7 +140,7 @@ class RouterDeployment:
         self.keys = keys
         profiles = ProfileSet.from_json(profile, only=list(exits))
         # name and version of the weights actually served (the profile may be older)
-        deepest = max(exits, key=lambda n: int(n[5:]))
+        deepest = deepest_exit(exits)
         described = {name: await handle.describe.remote() for name, handle in exits.items()}  # also warms the handles
         served = described[deepest]
         model = {"name": served["model"], "version": served["version"]}

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from emodistill.config import Config
+from emodistill.exits import is_exit_name, sort_exits
 
 TIER_AUTO = "auto"  # the confidence cascade; not a fixed-budget tier
 
@@ -149,10 +150,10 @@ class ServeArgs(Config):
     def _exit_names(cls, value: list[str] | None) -> list[str] | None:
         if value is None:
             return None
-        bad = [v for v in value if not (v.startswith("exit_") and v[5:].isdigit())]
+        bad = [v for v in value if not is_exit_name(v)]
         if bad or not value:
             raise ValueError(f"exits must be a non-empty list of exit_<block> names, got {value}")
-        return sorted(set(value), key=lambda n: int(n[5:]))
+        return sort_exits(value)
 
     @field_validator("tiers")
     @classmethod

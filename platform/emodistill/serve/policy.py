@@ -22,9 +22,10 @@ No Ray, no I/O; the router calls these with what it has observed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from emodistill.exit_profile import parse_profile
 
 OVER_BUDGET = "over_budget"
 SATURATED = "saturated"
@@ -176,19 +177,12 @@ class ProfileSet:
 
     @classmethod
     def from_json(cls, text: str | bytes, only: Sequence[str] | None = None) -> ProfileSet:
-        raw = json.loads(text)
-        exits = []
-        for name, e in raw.get("exits", {}).items():
-            if only is not None and name not in only:
-                continue
-            latency = {float(s): float(v["p50"]) for s, v in e["latency_ms"].items()}
-            if not latency:
-                raise ValueError(f"exit_profile.json: {name} has no latency measurements")
-            exits.append(ExitProfile(name=name, block=int(e["block"]), uar=e.get("uar"), latency_ms=latency))
-        missing = sorted(set(only or ()) - {p.name for p in exits})
-        if missing:
-            raise ValueError(f"exit_profile.json has no profile for {missing}; re-run `emodistill evaluate`")
-        if not exits:
-            raise ValueError("exit_profile.json lists no exits")
-        exits.sort(key=lambda p: p.block)
-        return cls(exits=exits, model=raw.get("model", {}), labels=raw.get("labels", []), hardware=raw.get("hardware", {}))
+        """Parse ``exit_profile.json`` through its owner (``emodistill.exit_profile``)."""
+        doc = parse_profile(text)
+        if only is not None:
+            doc = doc.only(only)
+        exits = [
+            ExitProfile(name=n, block=e.block, uar=e.uar, latency_ms={s: v for s, v in e.points("p50")})
+            for n, e in doc.exits.items()
+        ]
+        return cls(exits=exits, model=dict(doc.model), labels=list(doc.labels), hardware=doc.device.model_dump())

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 
 from emodistill.config import Config
 from emodistill.data.batching import BatchOptions
-from emodistill.data.storage import S3Options
+from emodistill.storage import S3Options
 from emodistill.losses import LossConfig, preset
 from emodistill.model import ModelConfig
 

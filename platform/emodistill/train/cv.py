@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from emodistill.data.schema import read_info
-from emodistill.data.storage import get_fs, join, write_bytes_atomic
+from emodistill.storage import get_fs, join, write_bytes_atomic
 from emodistill.train.config import TrainConfig
 from emodistill.train.loop import TrainResult, fit
 

@@ -29,7 +29,8 @@ import torch
 from emodistill.checkpoint import read_checkpoint_config, save_checkpoint
 from emodistill.data.reader import Collate, read_dataset
 from emodistill.data.schema import DatasetInfo, read_info
-from emodistill.data.storage import get_fs, join
+from emodistill.exits import sort_exits
+from emodistill.storage import get_fs, join
 from emodistill.evaluate.metrics import exit_metrics, summary
 from emodistill.losses import SelfDistillationLoss
 from emodistill.model import build_model
@@ -277,7 +278,7 @@ def _progress_callback(epochs: int):
     class EpochProgress(ray.train.UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
             m = metrics[0]
-            exits = sorted({k.split("/")[1] for k in m if k.startswith("val/exit_")}, key=lambda n: int(n[5:]))
+            exits = sort_exits(k.split("/")[1] for k in m if k.startswith("val/exit_"))
             uars = " ".join(f"{n}={m[f'val/{n}/uar']:.3f}" for n in exits)
             resumed = f" (resumed after epoch {m['resumed_from_epoch']})" if m.get("resumed_from_epoch", -1) >= 0 else ""
             print(

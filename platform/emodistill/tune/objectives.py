@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from emodistill.exits import sort_exits
+
 OBJECTIVES = ("teacher_uar", "mean_exit_uar", "budget_uar", "uar_latency_auc")
 
 
@@ -23,7 +25,7 @@ def exit_uars(metrics: Mapping[str, float], exits: Sequence[str]) -> dict[str, f
     found = {n: float(metrics[f"val/{n}/uar"]) for n in exits if f"val/{n}/uar" in metrics}
     if not found:
         raise ValueError(f"the report has no val/<exit>/uar for any of {list(exits)}")
-    return dict(sorted(found.items(), key=lambda kv: int(kv[0][5:])))
+    return {n: found[n] for n in sort_exits(found)}
 
 
 def objectives(metrics: Mapping[str, float], latency_ms: Mapping[str, float], budget_ms: float) -> dict[str, float]:

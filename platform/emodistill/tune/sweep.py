@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from emodistill.data.storage import get_fs, join, write_bytes_atomic
+from emodistill.storage import get_fs, join, write_bytes_atomic
 from emodistill.evaluate.tables import markdown_table
 from emodistill.train.config import TrainConfig
 from emodistill.tune.config import SweepConfig
@@ -35,12 +35,9 @@ TRIALS_DIR = "trials"
 def measure_latencies(cfg: SweepConfig, base: TrainConfig, labels: list[str]) -> dict[str, float]:
     """p50 latency (ms, batch 1) of the cut model of every exit any trial may have."""
     if cfg.latency_profile:
-        from emodistill.serve.policy import ProfileSet
+        from emodistill.exit_profile import read_profile
 
-        fs, path = get_fs(cfg.latency_profile)
-        with fs.open(path, "rb") as fh:
-            profiles = ProfileSet.from_json(fh.read())
-        return {p.name: p.latency_at(cfg.latency_seconds) for p in profiles.exits}
+        return read_profile(cfg.latency_profile).latency_at(cfg.latency_seconds, "p50")
     from emodistill.evaluate.latency import profile_exits
     from emodistill.model import build_model
 
