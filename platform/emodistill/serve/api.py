@@ -112,9 +112,9 @@ def make_api(router: Router, api_keys: list[str] | None = None):
             raise ApiError(400, "bad_request", f"seconds must be in (0, {args.max_audio_seconds:g}]")
         return router.describe_exits(seconds)
 
-    @api.get("/healthz", summary="Liveness: the router answers")
+    @api.get("/healthz", summary="Readiness: 200 while at least one exit can serve, 503 when none can")
     async def healthz():
-        loads = router.loads()
-        return {"status": "ok", "exits": {n: ("up" if l.available else "down") for n, l in loads.items()}}
+        health = router.health()
+        return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
 
     return api

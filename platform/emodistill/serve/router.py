@@ -311,6 +311,12 @@ class Router:
         s.overhead_ms = float((1 - a) * s.overhead_ms + a * max(observed_ms - compute_ms, 0.0))
 
     # ---- introspection ----------------------------------------------------------------
+    def health(self) -> dict:
+        """``{"status": "ok" | "unavailable", "exits": {exit: "up" | "down"}}``: unavailable
+        when no exit can take a request (``/healthz`` answers 503 then)."""
+        exits = {n: ("up" if load.available else "down") for n, load in self.loads().items()}
+        return {"status": "ok" if "up" in exits.values() else "unavailable", "exits": exits}
+
     def describe_exits(self, seconds: float = 3.0) -> dict:
         loads = self.loads()
         return {
