@@ -33,7 +33,7 @@ def main() -> None:
     from emodistill.cluster import init_ray
     from emodistill.evaluate.tables import markdown_table
     from emodistill.train.config import TrainConfig
-    from emodistill.train.loop import fit
+    from emodistill.train.driver import fit
 
     init_ray(quiet=True)
     out = Path(args.out).absolute()

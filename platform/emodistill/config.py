@@ -99,7 +99,7 @@ def explain(cls: type[BaseModel], err: ValidationError, source: str = "config") 
             msg = e["msg"].removeprefix("Value error, ")
             shown = e.get("input")
             got = "" if isinstance(shown, (dict, list)) or e["type"] == "missing" else f" (got {shown!r})"
-            lines.append(f"  {where}: {msg}{got}")
+            lines.append(f"  {where}: {msg}{got}" if loc else f"  {msg}")
     noun = "problem" if len(lines) == 1 else "problems"
     return f"{source}: {len(lines)} {noun}\n" + "\n".join(lines)
 

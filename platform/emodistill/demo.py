@@ -39,7 +39,7 @@ def run_demo(
     from emodistill.evaluate.report import EXIT_HEADERS, EvaluateConfig, evaluate, exit_rows
     from emodistill.evaluate.tables import markdown_table
     from emodistill.train.config import TrainConfig
-    from emodistill.train.loop import fit
+    from emodistill.train.driver import fit
 
     base = Path(root)
     if base.exists():

@@ -14,7 +14,7 @@ import pytest
 
 from emodistill.checkpoint import load_checkpoint
 from emodistill.train.config import TrainConfig
-from emodistill.train.loop import fit
+from emodistill.train.driver import fit
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
