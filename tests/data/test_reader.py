@@ -106,6 +106,7 @@ def _epoch_orders(ds, epochs):
             for _ in range(epochs)]
 
 
+@pytest.mark.slow
 def test_training_rows_are_shuffled_globally_and_anew_each_epoch(ray_local, dataset):
     """Ingest order, a fixed block order and a 32-row buffer filled each batch from
     neighbouring rows (one dialog) in the same order every epoch."""
@@ -126,6 +127,7 @@ def test_training_rows_are_shuffled_globally_and_anew_each_epoch(ray_local, data
     assert max(lengths) > 16000, "crops happen in the worker (with the epoch), not in the pipeline"
 
 
+@pytest.mark.slow
 def test_validation_rows_are_each_scored_once_across_workers(ray_local):
     """Ray Train's default split (equal=True) dropped up to world_size - 1 val rows."""
     import threading
