@@ -211,13 +211,16 @@ def tune(
     from emodistill.tune.config import SweepConfig
 
     cfg = SweepConfig.from_yaml(config, list(ctx.args))
-    cfg.check()
+    from emodistill.evaluate.objectives import OBJECTIVES
+    from emodistill.train.preflight import preflight
+
+    plan = preflight(cfg.check(), check_storage=False)  # dataset, folds, exits: before any trial
     if dry_run:
-        typer.echo(cfg.to_yaml())
+        typer.echo(cfg.to_yaml().rstrip())
+        typer.echo("\n".join(f"# {line}" for line in ["every trial starts from:", *plan.lines()]))
         return
     from emodistill.cluster import init_ray
     from emodistill.evaluate.tables import markdown_table
-    from emodistill.evaluate.objectives import OBJECTIVES
     from emodistill.tune.sweep import run_sweep
 
     init_ray(address)

@@ -102,7 +102,10 @@ def training_dataset(
 
     ``shuffle``: ``global`` (every row anywhere in every epoch: the default), ``blocks``
     (block order only, for corpora too large to shuffle; pair it with a local buffer), or
-    ``none``.
+    ``none``. Each pass over the dataset is one Ray Data execution, and the order is
+    seeded by (seed, execution count); after a worker-group restart the count starts
+    again, so a resumed run's remaining epochs reuse the first epochs' orders (still
+    shuffled and seeded, just not the orders an uninterrupted run would have drawn).
     """
     from ray.data import RandomSeedConfig
 

@@ -94,13 +94,14 @@ def data_config(world_size_hint: int | None = None):
 
 def build_trainer(
     cfg: TrainConfig, progress: bool = True, callbacks: list | None = None, objectives: dict | None = None,
-    plan: Plan | None = None,
+    plan: Plan | None = None, score: str | None = None,
 ):
     """The Ray Train ``TorchTrainer`` of ``cfg`` (what ``fit`` runs and every sweep trial runs).
 
     ``objectives`` ({"latency_ms": {exit: ms}, "budget_ms": x}) makes every report carry the
-    sweep objectives; ``callbacks`` are extra Ray Train callbacks (Tune's report callback).
-    A sweep's ``checkpoint_metric`` may be an objective column (set by tune, not by users).
+    sweep objectives; ``score`` ranks checkpoints by one of them instead of
+    ``run.checkpoint_metric`` (a sweep); ``callbacks`` are extra Ray Train callbacks (Tune's
+    report callback).
     """
     import ray
     import ray.data
@@ -109,12 +110,15 @@ def build_trainer(
 
     from emodistill.evaluate.objectives import OBJECTIVES
 
-    plan = plan or preflight(cfg, check_storage=False, extra_metrics=OBJECTIVES if objectives else ())
+    plan = plan or preflight(cfg, check_storage=False)
     sel = plan.selection
     storage = cfg.run.storage_path if "://" in cfg.run.storage_path else str(Path(cfg.run.storage_path).absolute())
     prepare_run_dir(cfg, storage)
-    metric = cfg.run.checkpoint_metric
-    order: Mode = "max" if objectives and metric in OBJECTIVES else metric_mode(metric)
+    metric, order = cfg.run.checkpoint_metric, plan.metric_mode
+    if score is not None and score != metric:
+        if not (objectives and score in OBJECTIVES):
+            raise ValueError(f"score {score!r}: only a sweep's objectives ({', '.join(OBJECTIVES)}) can rank instead")
+        metric, order = score, "max"
     if not ray.is_initialized():
         ray.init()
     data_context = ray.data.DataContext.get_current()

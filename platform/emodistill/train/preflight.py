@@ -13,7 +13,6 @@ seconds, and what `fit` runs before it starts a cluster.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from emodistill.data.folds import Selection, select
@@ -85,9 +84,8 @@ def check_run_dir(cfg: TrainConfig) -> None:
         )
 
 
-def preflight(cfg: TrainConfig, check_storage: bool = True, extra_metrics: Sequence[str] = ()) -> Plan:
-    """Every check above; a :class:`Plan` of the run, or the first problem as an error.
-    ``extra_metrics``: more checkpoint metrics the run will report (a sweep's objectives)."""
+def preflight(cfg: TrainConfig, check_storage: bool = True) -> Plan:
+    """Every check above; a :class:`Plan` of the run, or the first problem as an error."""
     info = read_info(cfg.data.dataset, cfg.data.s3)
     if len(info.labels) < 2:
         raise ValueError(f"{cfg.data.dataset} has {len(info.labels)} label(s); a classifier needs at least 2")
@@ -100,7 +98,7 @@ def preflight(cfg: TrainConfig, check_storage: bool = True, extra_metrics: Seque
             raise ValueError(f"model.exits {deeper} are deeper than the backbone's {depth} blocks")
         exits = cfg.exit_names(depth)
     try:
-        mode: Mode = "max" if cfg.run.checkpoint_metric in extra_metrics else metric_mode(cfg.run.checkpoint_metric, exits)
+        mode: Mode = metric_mode(cfg.run.checkpoint_metric, exits)
     except ValueError as err:
         raise ValueError(f"run.checkpoint_metric: {err}") from None
     if check_storage:

@@ -67,14 +67,15 @@ def trial_driver(config: dict) -> None:
                     "name": trial_id,
                     "storage_path": join(config["storage"], TRIALS_DIR),
                     "export_dir": None,
-                    "checkpoint_metric": sweep.objective,
                     "if_exists": "resume",  # a restored sweep continues an unfinished trial
                 }
             )
         }
     )
     objectives = {"latency_ms": config["latency_ms"], "budget_ms": sweep.latency_budget_ms}
-    build_trainer(cfg, progress=False, callbacks=[TuneReportCallback()], objectives=objectives).fit()
+    build_trainer(
+        cfg, progress=False, callbacks=[TuneReportCallback()], objectives=objectives, score=sweep.objective
+    ).fit()
 
 
 def _tuner(cfg: SweepConfig, train_raw: dict, latency_ms: dict[str, float], storage: str, restore: bool):
