@@ -16,10 +16,10 @@ from typing import Any
 
 from emodistill.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from emodistill.data.reader import read_dataset, training_dataset
-from emodistill.evaluate.metrics import Mode, exits_in, metric_key, metric_mode
+from emodistill.evaluate.metrics import Mode, exits_in, metric_key
 from emodistill.storage import get_fs, join
 from emodistill.train.config import TrainConfig
-from emodistill.train.preflight import Plan, preflight
+from emodistill.train.preflight import Plan, check_run_dir, preflight
 from emodistill.train.worker import train_loop_per_worker
 
 
@@ -55,16 +55,12 @@ def _progress_callback(epochs: int, metric: str):
 
 def prepare_run_dir(cfg: TrainConfig, storage: str) -> None:
     """Apply ``run.if_exists`` to an earlier run at ``storage/name`` (Ray Train would resume it)."""
-    fs, root = get_fs(join(storage, cfg.run.name), cfg.data.s3)
-    if not fs.exists(root) or cfg.run.if_exists == "resume":
-        return
     if cfg.run.if_exists == "overwrite":
-        fs.rm(root, recursive=True)
+        fs, root = get_fs(join(storage, cfg.run.name), cfg.data.s3)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
         return
-    raise FileExistsError(
-        f"{join(storage, cfg.run.name)} already holds a run named {cfg.run.name!r}. Set run.if_exists=resume to "
-        "continue it from its latest checkpoint, run.if_exists=overwrite to start over, or choose another run.name."
-    )
+    check_run_dir(cfg, storage)  # error: refuse to take the earlier run silently; resume: nothing to do
 
 
 def data_config(world_size_hint: int | None = None):

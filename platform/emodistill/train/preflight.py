@@ -71,11 +71,11 @@ def backbone_depth(cfg: TrainConfig) -> int | None:
         return None
 
 
-def check_run_dir(cfg: TrainConfig) -> None:
+def check_run_dir(cfg: TrainConfig, storage: str | None = None) -> None:
     """``run.if_exists: error`` and a run of that name already stored: say so now."""
     if cfg.run.if_exists != "error":
         return
-    storage = cfg.run.storage_path
+    storage = storage or cfg.run.storage_path
     fs, root = get_fs(join(storage, cfg.run.name), cfg.data.s3)
     if fs.exists(root):
         raise FileExistsError(
