@@ -155,7 +155,7 @@ class Selection(Config):
                 out.append(f"{name}: none")
                 continue
             key = name.split()[0]
-            who = self.speakers.get(key)
+            who = self.speakers.get(key) if part.speakers is None else None  # else describe() names them
             out.append(f"{name}: {part.describe()}" + (f"; speakers {', '.join(who)}" if who else ""))
         return out
 

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
 from emodistill.exits import is_exit_name, sort_exits
 
@@ -37,6 +36,8 @@ Mode = Literal["max", "min"]
 
 def classification_metrics(labels: Sequence[int], preds: Sequence[int], num_classes: int) -> dict:
     """{"uar", "wa", "macro_f1", "confusion"} for integer labels and predictions."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score  # not at import: configs load fast
+
     classes = list(range(num_classes))
     labels = np.asarray(labels)
     preds = np.asarray(preds)
