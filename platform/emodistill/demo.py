@@ -77,7 +77,7 @@ def run_demo(
     )
     _done(t)
 
-    typer.secho("\nPer-exit results on held-out speakers", bold=True)
+    typer.secho("\nPer-exit results on the test speakers (the checkpoint was selected on others)", bold=True)
     typer.echo(markdown_table(EXIT_HEADERS, exit_rows(evaluation)))
     typer.echo(f"\nplot:   {base / 'report' / 'accuracy_latency.png'}")
     typer.echo(f"report: {base / 'report' / 'report.md'}")

@@ -342,6 +342,10 @@ def exit_rows(report: dict) -> list[list]:
     return rows
 
 
+def _epoch(epoch) -> str:
+    return "epoch unknown" if epoch is None else f"epoch {epoch + 1}"
+
+
 def _speakers(who) -> str:
     return ", ".join(who) if who else "(by split)"
 
@@ -351,12 +355,12 @@ def markdown_report(report: dict) -> str:
     lines = [
         "# Evaluation report",
         "",
-        f"checkpoint `{report['checkpoint']}` (epoch {tr['epoch']}); dataset `{ev['dataset']}`, {ev['part']} "
+        f"checkpoint `{report['checkpoint']}` ({_epoch(tr['epoch'])}); dataset `{ev['dataset']}`, {ev['part']} "
         f"({ev['source']}), {ev['clips']} clips prepared as `{ev['preprocessing']['mode']}`; latency: batch 1, "
         f"{report['latency_clip_seconds']:g} s clip, {report['hardware']['torch_threads']} threads.",
         "",
         f"- trained on: {tr['part']}; speakers {_speakers(tr['speakers'])}",
-        f"- checkpoint selected on ({sel['metric']}): {sel['part']}; speakers {_speakers(sel['speakers'])}",
+        f"- checkpoint selected on ({sel['metric']}): speakers {_speakers(sel['speakers'])}",
         f"- tested on: speakers {_speakers(ev['speakers'])}",
     ]
     if ev.get("trained_on_these_speakers"):
@@ -415,10 +419,9 @@ def plot(report: dict) -> bytes:
         f = report["policies"]["fusion"]
         ax.plot([f["mean_latency_ms"]], [f["uar"]], "s", color="tab:red", label="fusion (paper)")
     b = report.get("baseline") or {}
-    if "uar" in b:
-        ax.axhline(b["uar"], color="tab:purple", lw=1.2, ls="-.", label=f"eGeMAPS + LR floor (UAR {b['uar']:.3f})")
-        if "latency_ms_p50" in b:
-            ax.plot([b["latency_ms_p50"]], [b["uar"]], "D", color="tab:purple")
+    if "uar" in b:  # a line, not a point: its latency (openSMILE) would squeeze the exits into a corner
+        cost = f", {b['latency_ms_p50']:.0f} ms" if "latency_ms_p50" in b else ""
+        ax.axhline(b["uar"], color="tab:purple", lw=1.2, ls="-.", label=f"eGeMAPS + LR floor (UAR {b['uar']:.3f}{cost})")
     ax.axhline(1 / report["num_classes"], color="grey", lw=0.8, ls=":", label="chance")
     ax.set_xlabel(f"latency per clip, ms (batch 1, {report['latency_clip_seconds']:g} s clip)")
     ax.set_ylabel("UAR (test speakers)")
