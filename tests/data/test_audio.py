@@ -34,7 +34,7 @@ def test_bad_bytes_have_reasons():
         decode(_bytes(np.zeros((0, 1), np.float32), 16000, format="WAV"))
     assert err.value.reason == "empty"
     with pytest.raises(AudioError) as err:
-        decode(_bytes(tone(3.0), 16000, format="WAV"), max_input_seconds=2.0)
+        decode(_bytes(tone(3.0), 16000, format="WAV"), AudioLimits(max_seconds=2.0))
     assert err.value.reason == "too_long" and "2 s limit" in str(err.value)
 
 
