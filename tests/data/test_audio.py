@@ -142,6 +142,12 @@ def test_samples_outside_full_scale_are_clipped_and_non_finite_ones_refused():
 
 
 def test_decode_clip_is_decode_then_check():
+    """What serving (and ingest) call: the training decoder, then the usability checks."""
+    out = decode_clip(_bytes(tone(1.0, rate=44100, channels=2), 44100, format="WAV"))
+    assert out.dtype == np.float32 and out.ndim == 1 and abs(out.size - 16000) <= 1
+    with pytest.raises(AudioError) as err:
+        decode_clip(b"this is not audio")
+    assert err.value.reason == "unreadable"
     with pytest.raises(AudioError) as err:
         decode_clip(b"")
     assert err.value.reason == "empty"
