@@ -21,7 +21,7 @@ from conftest import tone
 from emodistill.serve.api import make_api
 from emodistill.serve.config import ServeArgs
 from emodistill.serve.policy import ProfileSet
-from emodistill.serve.pool import BoundedPool, PoolFull
+from emodistill.serve.decoding import BoundedPool, PoolFull
 from emodistill.serve.predictor import ExitPredictor
 from emodistill.serve.router import LocalExitClient, Router
 from fastapi.testclient import TestClient
@@ -128,18 +128,37 @@ def test_hostile_audio_and_forms(app):
     assert via_form.json()["scores"] == direct.json()["scores"]
 
 
-def test_a_full_decode_pool_answers_503_at_once(app):
+class Filled:
+    """A pool held full for the block, as if that many uploads were being decoded."""
+
+    def __init__(self, pool: BoundedPool):
+        self.pool, self.n = pool, pool.workers + pool.queue
+
+    def __enter__(self):
+        with self.pool._lock:
+            self.pool._jobs += self.n
+
+    def __exit__(self, *exc):
+        with self.pool._lock:
+            self.pool._jobs -= self.n
+
+
+def test_full_decode_pools_answer_503_at_once_and_long_clips_never_block_short_ones(app):
+    from emodistill.serve import hostile
+
     client, _ = app
-    pool: BoundedPool = client.app.state.decode_pool
-    with pool._lock:
-        pool._jobs += pool.workers + pool.queue  # as if that many uploads were being decoded
-    try:
+    decoder = client.app.state.decoder
+    with Filled(decoder.short):
         r = client.post("/v1/predict", content=wav(), headers=WAV)
-    finally:
-        with pool._lock:
-            pool._jobs -= pool.workers + pool.queue
     error_of(r, 503, "busy")
     assert r.headers["retry-after"] == "1"
+    undeclared = hostile.unknown_length_flac(seconds=2.0)  # may run to the cap: the long lane
+    declared_long = hostile.wav_at(48000, seconds=25.0, channels=4)  # 19 MiB decoded: the long lane
+    with Filled(decoder.long):
+        error_of(client.post("/v1/predict", content=undeclared, headers={"content-type": "audio/flac"}), 503, "busy")
+        error_of(client.post("/v1/predict", content=declared_long, headers=WAV), 503, "busy")
+        assert client.post("/v1/predict", content=wav(3.0), headers=WAV).status_code == 200  # short lane
+    assert client.post("/v1/predict", content=undeclared, headers={"content-type": "audio/flac"}).status_code == 200
     assert client.post("/v1/predict", content=wav(), headers=WAV).status_code == 200
 
 

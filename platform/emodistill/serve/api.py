@@ -15,9 +15,9 @@ One request, in order; each step refuses before the next one costs anything::
     body         read with an idle and a total timeout (408), cut at the size limit
                  (413), a client gone before Content-Length is 400; a multipart body
                  is fed chunk by chunk to a streaming parser on the decode pool
-    decode       on the decode pool (a fixed number of threads, a bounded queue: 503 +
-                 Retry-After when full): header limits, block decoding capped at the
-                 limits, non-finite samples refused, the rest clipped to [-1, 1]
+    decode       on bounded thread pools (503 + Retry-After when full; long clips on
+                 their own lane, see serve.decoding): header limits, block decoding
+                 capped at the limits, non-finite samples refused, the rest clipped
     router       router.predict(wave, sla, started)
 
 Every error is ``{"error": {"code", "message", "request_id"}}`` with the request id also
@@ -42,8 +42,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from emodistill.data.audio import AudioError, decode_clip
-from emodistill.serve.pool import BoundedPool, PoolFull
+from emodistill.data.audio import AudioError
+from emodistill.serve.decoding import PoolFull, RequestDecoder
 from emodistill.serve.requests import (
     AUDIO_TYPES,
     FILE_FIELD,
@@ -209,15 +209,17 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
     """
     args = router.args
     keys = list(api_keys or [])
-    limits = audio_limits(args)
-    pool = BoundedPool(args.input.decode_workers, args.input.decode_queue)
+    inputs = args.input
+    decoder = RequestDecoder(
+        audio_limits(args), inputs.decode_workers, inputs.decode_queue, inputs.long_decode_bytes, inputs.long_decode_queue
+    )
     api = FastAPI(
         title="emodistill",
         summary="Speech emotion recognition; each request gets the deepest exit that meets its latency SLA.",
         version=str(router.model.get("version") or "0"),
     )
     api.add_middleware(RequestContext, echo_request_id=echo_request_id)
-    api.state.decode_pool = pool
+    api.state.decoder = decoder
     bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>` (when the server has API keys).")
     secured = [Security(bearer)] if keys else []
 
@@ -245,14 +247,11 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
         problems = "; ".join(f"{' '.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in err.errors()[:5])
         return error_response(request, ApiError(400, "bad_request", problems[:500]))
 
-    async def offload(fn, *fn_args):
-        try:
-            return await pool.run(fn, *fn_args)
-        except PoolFull as err:
-            raise ApiError(
-                503, "busy", f"the server is decoding as many uploads as it can queue ({err}); retry later",
-                {"Retry-After": str(args.retry_after_s)},
-            ) from err
+    def busy(err: PoolFull) -> ApiError:
+        return ApiError(
+            503, "busy", f"the server is decoding as many uploads as it can queue ({err}); retry later",
+            {"Retry-After": str(args.retry_after_s)},
+        )
 
     async def read_audio(request: Request) -> bytes:
         """The audio file of the request: the body, or its multipart ``file`` part."""
@@ -283,7 +282,10 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
             if size > args.max_body_bytes:
                 raise ApiError(413, "body_too_large", too_large(args.max_body_bytes))
             if chunk and reader is not None:
-                await offload(reader.feed, chunk)
+                try:
+                    await decoder.run(reader.feed, chunk)
+                except PoolFull as err:
+                    raise busy(err) from err
             elif chunk:
                 chunks.append(chunk)
             if not message.get("more_body", False):
@@ -339,9 +341,11 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
         data = await read_audio(request)
         t1 = time.perf_counter()
         try:
-            wave = await offload(decode_clip, data, limits)
+            wave = await decoder.decode(data)
         except AudioError as err:
             raise audio_error(err) from err
+        except PoolFull as err:
+            raise busy(err) from err
         del data
         decode_ms = (time.perf_counter() - t1) * 1000.0
         body, timings = await router.predict(wave, sla, started)

@@ -117,6 +117,13 @@ class InputLimits(Config):
     decode_queue: int = Field(
         64, ge=0, description="Jobs waiting for a decode thread beyond which requests get a fast 503 with Retry-After."
     )
+    long_decode_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=0,
+        description="Clips declared to decode to more than this (frames x channels x 4), or of undeclared "
+        "length, are decoded one at a time on their own thread, so short clips never wait behind them.",
+    )
+    long_decode_queue: int = Field(4, ge=0, description="Long clips waiting for their thread beyond which they get a 503.")
     body_idle_timeout_s: float = Field(
         5.0, gt=0, description="Longest pause between two pieces of a request body before it is refused (408)."
     )
