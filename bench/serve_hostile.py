@@ -254,6 +254,7 @@ def decode_floor(repeats: int) -> list[dict]:
     rows = []
     for name, data in clips.items():
         times = {"plain": [], "ours": []}
+        plain(data), decode_clip(data, limits)  # warm both
         for _ in range(repeats):  # interleaved
             for key, fn in (("plain", plain), ("ours", lambda d: decode_clip(d, limits))):
                 t = time.perf_counter()

@@ -1,7 +1,7 @@
 """Serving: one Ray Serve deployment per exit behind an SLA router.
 
 - ``config``     ServeArgs, the validated ``args`` of a Serve config
-- ``predictor``  ExitPredictor: decode -> cut model -> probabilities (no Ray)
+- ``predictor``  ExitPredictor: clips -> cut model -> probabilities (no Ray)
 - ``policy``     which exit answers: pure functions of profile, budget and load
 - ``requests``   SLA headers, body types, limits, multipart, request ids -> 4xx errors (pure)
 - ``decoding``   request bodies -> clips on bounded thread pools, off the event loop

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Query, Request, Security
@@ -160,9 +161,10 @@ class RequestContext:
     escaped the routes into a JSON 500 (logged here with its request id and traceback;
     the client gets neither trace nor details)."""
 
-    def __init__(self, app: ASGIApp, echo_request_id: bool = True):
+    def __init__(self, app: ASGIApp, echo_request_id: bool = True, on_error: Callable[[str], None] | None = None):
         self.app = app
         self.echo_request_id = echo_request_id
+        self.on_error = on_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -188,6 +190,8 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("request %s %s %s: internal error", rid, scope.get("method"), scope.get("path"))
+            if self.on_error is not None:
+                self.on_error("internal")
             if not responded:
                 err = ApiError(500, "internal", "internal error; quote the request id when reporting it")
                 response = JSONResponse(err.body(rid), status_code=500)
@@ -218,7 +222,7 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
         summary="Speech emotion recognition; each request gets the deepest exit that meets its latency SLA.",
         version=str(router.model.get("version") or "0"),
     )
-    api.add_middleware(RequestContext, echo_request_id=echo_request_id)
+    api.add_middleware(RequestContext, echo_request_id=echo_request_id, on_error=router.metrics.error)
     api.state.decoder = decoder
     bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>` (when the server has API keys).")
     secured = [Security(bearer)] if keys else []
@@ -334,6 +338,7 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
             str | None, Header(alias="X-Request-Id", description="Your id for the request (1-128 of `[A-Za-z0-9._:/+=@~-]`); echoed.")
         ] = None,
     ):
+        # the headers are parameters for the OpenAPI document; parse_sla reads them with their errors
         started = request.state.started
         check_api_key(request.headers.get("authorization"), keys)
         sla = parse_sla(request.headers, args.tiers, args.default_tier, args.cascade.budget_ms)
@@ -346,7 +351,7 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
             raise audio_error(err) from err
         except PoolFull as err:
             raise busy(err) from err
-        del data
+        del data  # up to max_body_bytes, not held while the exits work
         decode_ms = (time.perf_counter() - t1) * 1000.0
         body, timings = await router.predict(wave, sla, started)
         timings[:0] = [("decode", decode_ms), ("upload", (t1 - t0) * 1000.0)]
