@@ -272,3 +272,28 @@ def test_openapi_documents_the_body_headers_answers_and_errors(served_checkpoint
     assert set(schemas["ErrorDetail"]["properties"]) == {"code", "message", "request_id"}
     assert {"label", "scores", "exit", "degraded", "request_id"} <= set(schemas["PredictResponse"]["properties"])
     assert client.get("/docs").status_code == 200
+
+
+def test_a_refused_decode_bomb_leaves_no_samples_behind():
+    """The error of a decode stopped at the cap must not keep the samples decoded so far
+    alive (through its traceback) while the request's handling holds on to it."""
+    import tracemalloc
+
+    from emodistill.data.audio import AudioError, AudioLimits
+    from emodistill.serve import hostile
+    from emodistill.serve.decoding import RequestDecoder
+
+    bomb = hostile.unknown_length_flac(seconds=60.0, rate=96000, channels=8)
+    decoder = RequestDecoder(AudioLimits(), workers=1, queue=1, long_bytes=16 << 20, long_queue=1)
+    tracemalloc.start()
+    try:
+        try:
+            asyncio.run(decoder.decode(bomb))
+        except AudioError as err:
+            kept = err  # as a framework would, for a while
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        decoder.shutdown()
+    assert kept.reason == "too_large" and peak > 4 << 20  # it did decode megabytes before the cap
+    assert held < 1 << 20, f"{held} bytes still held by the error"

@@ -90,9 +90,9 @@ class RequestDecoder:
 
     async def decode(self, data: bytes) -> np.ndarray:
         """The clip in ``data``; :class:`AudioError` if unusable, :class:`PoolFull` if busy."""
-        wave = await self.short.run(self._decode_if_short, data)
+        wave = await self.short.run(_bare, self._decode_if_short, data)
         if wave is None:
-            wave = await self.long.run(decode_clip, data, self.limits)
+            wave = await self.long.run(_bare, decode_clip, data, self.limits)
         return wave
 
     async def run(self, fn: Callable[..., T], *args) -> T:
@@ -114,3 +114,14 @@ class RequestDecoder:
     def shutdown(self) -> None:
         self.short.shutdown()
         self.long.shutdown()
+
+
+def _bare(fn: Callable[..., T], *args) -> T:
+    """``fn(*args)``, its :class:`AudioError` raised without the decoder's frames: their
+    locals (the samples decoded up to the cap) would otherwise live as long as the
+    exception, which the request's handling keeps in reference cycles until the garbage
+    collector runs. Unexpected errors keep their traceback for the log."""
+    try:
+        return fn(*args)
+    except AudioError as err:
+        raise err.with_traceback(None) from err.__cause__
