@@ -266,36 +266,44 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
         deadline = loop.time() + args.input.body_timeout_s
         chunks: list[bytes] = []
         size = 0
-        while True:
-            wait = min(args.input.body_idle_timeout_s, deadline - loop.time())
-            try:
-                if wait <= 0:
-                    raise asyncio.TimeoutError
-                message = await asyncio.wait_for(request.receive(), wait)
-            except asyncio.TimeoutError:
-                raise ApiError(
-                    408, "body_timeout",
-                    f"the request body stalled after {size} bytes (at most {args.input.body_idle_timeout_s:g} s "
-                    f"between pieces, {args.input.body_timeout_s:g} s in all)",
-                ) from None
-            if message["type"] == "http.disconnect":
-                of = f" of the {declared} declared" if declared is not None else ""
-                raise ApiError(400, "body_incomplete", f"the connection closed after {size}{of} body bytes")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > args.max_body_bytes:
-                raise ApiError(413, "body_too_large", too_large(args.max_body_bytes))
-            if chunk and reader is not None:
+        try:
+            while True:
+                wait = min(args.input.body_idle_timeout_s, deadline - loop.time())
                 try:
-                    await decoder.run(reader.feed, chunk)
-                except PoolFull as err:
-                    raise busy(err) from err
-            elif chunk:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        if declared is not None and size != declared:
-            raise ApiError(400, "body_incomplete", f"the body has {size} bytes but Content-Length says {declared}")
+                    if wait <= 0:
+                        raise asyncio.TimeoutError
+                    message = await asyncio.wait_for(request.receive(), wait)
+                except asyncio.TimeoutError:
+                    raise ApiError(
+                        408, "body_timeout",
+                        f"the request body stalled after {size} bytes (at most {args.input.body_idle_timeout_s:g} s "
+                        f"between pieces, {args.input.body_timeout_s:g} s in all)",
+                    ) from None
+                if message["type"] == "http.disconnect":
+                    of = f" of the {declared} declared" if declared is not None else ""
+                    raise ApiError(400, "body_incomplete", f"the connection closed after {size}{of} body bytes")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > args.max_body_bytes:
+                    raise ApiError(413, "body_too_large", too_large(args.max_body_bytes))
+                if chunk and reader is not None:
+                    try:
+                        await decoder.run(reader.feed, chunk)
+                    except PoolFull as err:
+                        raise busy(err) from err
+                elif chunk:
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            if declared is not None and size != declared:
+                raise ApiError(400, "body_incomplete", f"the body has {size} bytes but Content-Length says {declared}")
+        except BaseException:
+            # a refusal's traceback keeps this frame alive until the garbage collector runs:
+            # let go of what was read so far now
+            chunks.clear()
+            if reader is not None:
+                reader.discard()
+            raise
         return reader.finish() if reader is not None else b"".join(chunks)
 
     @api.post(
@@ -347,11 +355,13 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
         t1 = time.perf_counter()
         try:
             wave = await decoder.decode(data)
-        except AudioError as err:
-            raise audio_error(err) from err
-        except PoolFull as err:
-            raise busy(err) from err
-        del data  # up to max_body_bytes, not held while the exits work
+        except (AudioError, PoolFull) as err:
+            refusal = audio_error(err) if isinstance(err, AudioError) else busy(err)
+        else:
+            refusal = None
+        del data  # up to max_body_bytes: not held while the exits work, nor by a refusal's traceback
+        if refusal is not None:
+            raise refusal
         decode_ms = (time.perf_counter() - t1) * 1000.0
         body, timings = await router.predict(wave, sla, started)
         timings[:0] = [("decode", decode_ms), ("upload", (t1 - t0) * 1000.0)]

@@ -228,6 +228,11 @@ class MultipartReader:
         except MultipartParseError as err:
             raise ApiError(400, "bad_multipart", f"the multipart body is malformed ({str(err)[:120]})") from err
 
+    def discard(self) -> None:
+        """Drop the file bytes received so far (the request is refused)."""
+        self._file = None
+        self._ended = True
+
     def finish(self) -> bytes:
         if not self._ended:
             raise ApiError(400, "bad_multipart", "the multipart body ends before its closing boundary")
