@@ -223,7 +223,7 @@ async def window(url: str, send, at_once: int, rate: float, seconds: float, clip
     ok = [ms for ms, status in normal if status == 200]
     return {
         "hostile_requests": len(bad),
-        "hostile_status": sorted({f"{s} {c}".strip() for _, s, c in bad}),
+        "hostile_status": _counts(f"{s} {c}".strip() for _, s, c in bad),
         "hostile_p50_ms": pct([ms for ms, _, _ in bad], 0.5),
         "hostile_max_ms": max([ms for ms, _, _ in bad], default=float("nan")),
         "normal_requests": len(normal),
@@ -231,6 +231,16 @@ async def window(url: str, send, at_once: int, rate: float, seconds: float, clip
         "normal_p50_ms": pct(ok, 0.5),
         "normal_p99_ms": pct(ok, 0.99),
     }
+
+
+def _counts(labels) -> list[str]:
+    """["422 audio_too_large x5", ...] (the count only when a window saw several kinds)."""
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    if len(seen) == 1:
+        return list(seen)
+    return [f"{k} x{v}" for k, v in sorted(seen.items(), key=lambda kv: -kv[1])]
 
 
 def decode_floor(repeats: int) -> list[dict]:
@@ -263,6 +273,10 @@ def decode_floor(repeats: int) -> list[dict]:
         p, o = statistics.median(times["plain"]), statistics.median(times["ours"])
         rows.append({"clip": name, "plain_p50_ms": p, "ours_p50_ms": o, "ratio": o / p})
     return rows
+
+
+def _ms(value: float) -> object:
+    return "-" if value != value else value  # nan: no hostile request in the window
 
 
 def main() -> None:
@@ -317,7 +331,7 @@ def main() -> None:
                 row["router_anon_peak_growth_mib"] = (sampler.peak - sampler.before) / 2**20
                 row["router_anon_held_after_mib"] = (sampler.after - sampler.before) / 2**20
                 rows[name] = row
-                print(f"  {name}: {row['hostile_status']} in {row['hostile_p50_ms']:.1f} ms", flush=True)
+                print(f"  {name}: {', '.join(row['hostile_status']) or '-'}", flush=True)
                 time.sleep(0.5)
             results["hostile"] = rows
         finally:
@@ -329,7 +343,7 @@ def main() -> None:
     print(markdown_table(
         ["class", "sent", "status", "answer p50 ms", "answer max ms", "router memory peak +MiB", "held after +MiB",
          "normal p50 ms", "normal p99 ms", "normal failed"],
-        [[k, v["hostile_requests"], ", ".join(v["hostile_status"]) or "-", v["hostile_p50_ms"], v["hostile_max_ms"],
+        [[k, v["hostile_requests"], ", ".join(v["hostile_status"]) or "-", _ms(v["hostile_p50_ms"]), _ms(v["hostile_max_ms"]),
           v["router_anon_peak_growth_mib"], v["router_anon_held_after_mib"], v["normal_p50_ms"], v["normal_p99_ms"],
           f"{v['normal_failed']}/{v['normal_requests']}"] for k, v in results["hostile"].items()],
     ))
