@@ -3,8 +3,9 @@
     python tests/k8s/metrics_probe.py OUT.json
 
 Starts a local Ray cluster (its own session; metrics endpoint on a free port), runs a
-Ray Serve application whose replica builds the serving code's ServeMetrics and records one
-sample on every metric it defines (whatever they are: counters, gauges, histograms, with
+Ray Serve application whose replica builds every metrics class of the serving code (each
+class of emodistill.serve.app named *Metrics, e.g. ServeMetrics) and records one sample on
+every metric they define (whatever they are: counters, gauges, histograms, with
 every tag set), answers one request with 200 and one with 503 (so that Ray Serve's own
 request and error metrics exist too), then reads Ray's Prometheus endpoint until every
 metric has arrived. Writes {"metrics": [{attribute, name, type, tags}], "scrape": text}.
@@ -36,12 +37,24 @@ SERVE_METRICS = (
 SUFFIX = {"Counter": ["_total"], "Gauge": [""], "Histogram": ["_bucket", "_sum", "_count"]}
 
 
+def metrics_classes() -> list[type]:
+    """The classes of emodistill.serve.app whose name ends in Metrics (defined there)."""
+    import inspect
+
+    import emodistill.serve.app as app
+
+    return [
+        cls for name, cls in vars(app).items()
+        if inspect.isclass(cls) and name.endswith("Metrics") and cls.__module__ == app.__name__
+    ]
+
+
 def describe(metrics_object) -> list[dict]:
     """Every Ray metric an object holds as an attribute: attribute, name, type, tag keys."""
     from ray.util.metrics import Metric
 
     return [
-        {"attribute": attr, "name": value.info["name"], "tags": list(value.info["tag_keys"]),
+        {"attribute": f"{type(metrics_object).__name__}.{attr}", "name": value.info["name"], "tags": list(value.info["tag_keys"]),
          "type": next(c.__name__ for c in type(value).__mro__ if c.__module__ == "ray.util.metrics" and c.__name__ in SUFFIX)}
         for attr, value in vars(metrics_object).items()
         if isinstance(value, Metric)
@@ -89,10 +102,9 @@ def main(out: str) -> int:
     @serve.deployment(name="RouterDeployment")
     class Probe:
         def __init__(self, exit_handle):
-            from emodistill.serve.app import ServeMetrics
-
-            self.metrics = ServeMetrics()
-            record_everything(self.metrics)
+            self.metrics = [cls() for cls in metrics_classes()]
+            for metrics in self.metrics:
+                record_everything(metrics)
             self.exit = exit_handle
 
         async def __call__(self, request: Request):
@@ -101,7 +113,7 @@ def main(out: str) -> int:
             return PlainTextResponse("probe", status_code=status)
 
         def describe(self) -> list[dict]:
-            return describe(self.metrics)
+            return [m for metrics in self.metrics for m in describe(metrics)]
 
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
     handle = serve.run(Probe.bind(Exit.bind()), name="emodistill", route_prefix="/")
