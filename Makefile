@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean serve tune-demo cv-demo
+.PHONY: demo test install clean serve tune-demo cv-demo schemas
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ cv-demo: $(STAMP)
 	$(BIN)/emodistill ingest runs/cv-demo/corpus runs/cv-demo/data --folds 4
 	$(BIN)/emodistill train --config jobs/configs/demo_cpu.yaml --folds all data.dataset=runs/cv-demo/data \
 		run.storage_path=runs/cv-demo/ray run.export_dir=runs/cv-demo/cv
+
+# the JSON Schemas of the config files (schemas/*.schema.json), from the pydantic models
+schemas: $(STAMP)
+	$(BIN)/emodistill config schema --out schemas
 
 # serve runs/demo/checkpoint (from `make demo`) on 127.0.0.1:8000 until Ctrl-C
 serve: $(STAMP)
