@@ -57,11 +57,11 @@ def test_overrides_and_errors():
         TrainConfig.from_yaml(path, ["optim.epoch=3"])
 
 
-def test_dry_run_prints_the_resolved_config_and_the_plan(tiny_dataset):
+def test_dry_run_prints_the_resolved_config_and_the_plan(tiny_dataset, tmp_path):
     exe = Path(sys.executable).with_name("emodistill")
     out = subprocess.run(
         [str(exe), "train", "--config", "jobs/configs/demo_cpu.yaml", "--dry-run", "optim.epochs=3", "loss.preset=paper",
-         f"data.dataset={tiny_dataset}"],
+         f"data.dataset={tiny_dataset}", f"run.storage_path={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -80,11 +80,14 @@ def test_dry_run_prints_the_resolved_config_and_the_plan(tiny_dataset):
 
 def _dry_run(*args):
     """`emodistill train --dry-run` in this process; the error it stops with, if any."""
+    import tempfile
+
     from typer.testing import CliRunner
 
     from emodistill.cli.main import app
 
-    result = CliRunner().invoke(app, ["train", "--config", str(ROOT / "jobs/configs/demo_cpu.yaml"), "--dry-run", *args])
+    storage = f"run.storage_path={tempfile.mkdtemp(prefix='dry-run-')}"  # never an earlier run of the same name
+    result = CliRunner().invoke(app, ["train", "--config", str(ROOT / "jobs/configs/demo_cpu.yaml"), "--dry-run", storage, *args])
     return result.exception, result.output
 
 
@@ -190,3 +193,9 @@ def test_an_earlier_run_of_the_same_name_is_never_taken_silently(tmp_path):
     assert earlier.exists()
     prepare_run_dir(cfg("overwrite"), str(tmp_path))
     assert not earlier.exists()
+
+
+def test_dry_run_refuses_to_take_an_earlier_run_silently(tiny_dataset, tmp_path):
+    (tmp_path / "demo").mkdir()
+    error, _ = _dry_run(f"data.dataset={tiny_dataset}", f"run.storage_path={tmp_path}")
+    assert isinstance(error, FileExistsError) and "run.if_exists=resume" in str(error)
