@@ -139,7 +139,7 @@ def summary(base: Path, clips, folds, best_epoch, metric, result, evaluation, ro
         ("make tune-demo   /   make cv-demo", "a loss-weight sweep / every fold tested once"),
     ]
     if result.tracking is not None:
-        nxt.append((tracking.ui_command(result.tracking.uri), "browse the tracked runs"))
+        nxt.append((tracking.ui_command(result.tracking.uri), "browse the runs (`pip install mlflow` for the UI)"))
     width = max(len(c) for c, _ in nxt)
     for cmd, text in nxt:
         typer.echo(f"  {cmd:<{width}}  {('# ' + text) if text else ''}".rstrip())

@@ -56,8 +56,10 @@ def run_uri(storage_path: str) -> str | None:
 
 
 def ui_command(uri: str) -> str:
+    """How to browse the runs at ``uri``: MLflow's UI is not part of mlflow-skinny (the
+    pinned client), so a file store needs ``pip install mlflow`` for it."""
     if uri.startswith("file://"):
-        return f".venv/bin/mlflow ui --backend-store-uri {uri}"
+        return f"mlflow ui --backend-store-uri {uri}"
     return f"open {uri}"
 
 
