@@ -154,7 +154,7 @@ EMOTIONS_ALT: dict[str, EmotionProfile] = {
         shimmer=0.045, breath=0.12, creak=0.05, irregularity=0.1, pauses=0.18, formant_shift=1.0,
     ),
     "angry": EmotionProfile(  # cold anger: pressed and loud, but slow, flat and barely higher
-        f0_scale=1.08, f0_range=2.5, contour="flat", rate=0.9, loudness_db=6.0, effort=1.1, jitter=0.007,
+        f0_scale=1.08, f0_range=2.5, contour="flat", rate=0.9, loudness_db=9.0, effort=1.1, jitter=0.007,
         shimmer=0.05, breath=0.04, creak=0.12, irregularity=0.0, pauses=0.28, formant_shift=1.0,
     ),
     "happy": EmotionProfile(  # rising, lively, smiling
