@@ -112,3 +112,33 @@ def test_statistics_pooling_is_the_mean_and_std_of_valid_frames():
     out = head(padded, torch.tensor([[True] * 5 + [False] * 4]))
     assert out.embedding.shape == (1, 16)
     torch.testing.assert_close(out.logits, head(x, None).logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("f0", [70.0, 120.0, 220.0, 400.0])
+def test_pitch_channels_find_the_pitch_of_a_voiced_sound(f0):
+    import numpy as np
+
+    from emodistill.model.frontend import LOGMEL
+
+    frontend = LogMelFrontEnd(LOGMEL["conv_dim"], LOGMEL["conv_kernel"], LOGMEL["conv_stride"], pitch=True)
+    t = np.arange(16000) / 16000
+    rng = np.random.default_rng(0)
+    wave = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) + 0.05 * rng.standard_normal(t.size)
+    voicing, voiced_log_f0, energy = frontend.prosody(torch.tensor(wave, dtype=torch.float32)[None])[0]
+    assert voicing.median() > 0.9
+    found = 150.0 * 2 ** (voiced_log_f0 / voicing).median().item()
+    assert found == pytest.approx(f0, rel=0.03)
+    noise = frontend.prosody(torch.tensor(rng.standard_normal(16000), dtype=torch.float32)[None])[0]
+    assert noise[0].median() < 0.6, "noise is not voiced"
+    assert torch.isfinite(energy).all()
+
+
+def test_logmel_pitch_padded_batch_equals_clips_one_by_one():
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone=BackboneConfig(arch="tiny", frontend="logmel_pitch"), exits=[2], student_head="stats", teacher_head="stats")
+    model = build_model(cfg, LABELS).eval()
+    lengths = [16000, 7000]
+    x, mask = padded_batch(lengths, seed=4)
+    batch = model(x, mask)
+    for i, n in enumerate(lengths):
+        torch.testing.assert_close(batch.teacher.logits[i], model(x[i : i + 1, :n]).teacher.logits[0], rtol=0, atol=1e-4)

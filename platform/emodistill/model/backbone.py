@@ -78,10 +78,11 @@ class BackboneConfig(Config):
         description="Random-init named shape (no download): `tiny`, `small` (the CPU demo's, blocks dominate "
         "the cost) or `base` (wav2vec2-base).",
     )
-    frontend: Literal["conv", "logmel"] = Field(
+    frontend: Literal["conv", "logmel", "logmel_pitch"] = Field(
         "conv",
-        description="What turns samples into frames: `conv`, the family's conv feature encoder, or `logmel`, "
-        "a log-mel spectrogram + two small convolutions (random-init `arch` only; same 20 ms frames).",
+        description="What turns samples into frames: `conv`, the family's conv feature encoder; `logmel`, a "
+        "log-mel spectrogram + a small convolution; `logmel_pitch`, the same plus per-frame voicing, pitch and "
+        "energy channels (random-init `arch` only; same 20 ms frames).",
     )
     family: Family = Field(
         "wav2vec2", description="Model family used with `arch` (wav2vec2, hubert, wavlm, data2vec-audio)."
@@ -123,7 +124,7 @@ def arch_config(arch: str, family: str = "wav2vec2", frontend: str = "conv", **o
         raise ValueError(f"unknown family {family!r}; choose one of {SUPPORTED_MODEL_TYPES}")
     if frontend not in FRONTEND_TYPES:
         raise ValueError(f"unknown frontend {frontend!r}; choose one of {FRONTEND_TYPES}")
-    geometry = {**LOGMEL, "frontend": "logmel"} if frontend == "logmel" else {}
+    geometry = {**LOGMEL, "frontend": frontend} if frontend != "conv" else {}
     values = {**ARCHS[arch], **geometry, **overrides}
     if family == "data2vec-audio" and "num_conv_pos_embeddings" in values:
         # data2vec-audio's positional embedding is a stack of `num_conv_pos_embeddings`
@@ -167,10 +168,10 @@ def attach_frontend(model: PreTrainedModel) -> PreTrainedModel:
     kind = getattr(model.config, "frontend", "conv")
     if kind == "conv":
         return model
-    if kind != "logmel":
+    if kind not in FRONTEND_TYPES:
         raise ValueError(f"backbone config names an unknown frontend {kind!r}; choose one of {FRONTEND_TYPES}")
     c = model.config
-    model.feature_extractor = LogMelFrontEnd(c.conv_dim, c.conv_kernel, c.conv_stride)
+    model.feature_extractor = LogMelFrontEnd(c.conv_dim, c.conv_kernel, c.conv_stride, pitch=kind == "logmel_pitch")
     return model
 
 

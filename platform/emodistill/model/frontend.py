@@ -19,6 +19,15 @@ turns sample lengths into frame lengths (``_get_feat_extract_output_lengths``) a
 feature projection (``conv_dim[-1]`` wide) works unchanged, and a checkpoint's backbone
 config (``frontend: logmel`` plus those fields) is all that is needed to rebuild it.
 
+``logmel_pitch`` adds three prosodic channels per frame before the convolution: voicing
+(the peak of the frame's normalised autocorrelation between 2 and 16.7 ms lags, i.e. 60..500
+Hz), log2 of the pitch at that peak relative to 150 Hz (weighted by voicing, so unvoiced
+frames say nothing), and the frame's log energy. One zero-padded FFT of each Hann-windowed
+frame gives both the mel bands and the autocorrelation (a cosine transform of the power
+below 1.5 kHz, divided by the window's own autocorrelation, as in Boersma 1993). A log-mel spectrogram only hints at pitch through harmonic spacing that a
+model trained from scratch on a few hundred clips hardly learns to read; pitch level and
+range are among the strongest emotion cues (and what the eGeMAPS baseline starts from).
+
 Every output frame depends only on the samples under its own windows (no centre padding,
 no normalisation over time), so a padded batch gives each clip the frames it gets alone.
 """
@@ -31,7 +40,10 @@ import numpy as np
 import torch
 from torch import nn
 
-FRONTEND_TYPES = ("conv", "logmel")
+FRONTEND_TYPES = ("conv", "logmel", "logmel_pitch")
+PITCH_CHANNELS = 3  # voicing, voicing x log2(f0 / 150 Hz), log frame energy
+F0_RANGE_HZ = (60.0, 500.0)
+PITCH_BAND_HZ = 1500.0  # the autocorrelation is taken over the band up to here (f0 and first harmonics)
 
 # The log-mel geometry (transformers' conv_* fields): a 512-sample (32 ms) window every
 # 160 samples (10 ms), 64 mel bands, then one convolution of width 128 over 5 frames with
@@ -74,7 +86,7 @@ class LogMelFrontEnd(nn.Module):
     Stage 0 of the conv_* fields is the STFT (kernel = n_fft = window length, stride = hop,
     dim = mel bands); every later stage is a Conv1d followed by GELU."""
 
-    def __init__(self, conv_dim, conv_kernel, conv_stride, sample_rate: int = 16000):
+    def __init__(self, conv_dim, conv_kernel, conv_stride, sample_rate: int = 16000, pitch: bool = False):
         super().__init__()
         dims, kernels, strides = (list(int(v) for v in values) for values in (conv_dim, conv_kernel, conv_stride))
         if not (len(dims) == len(kernels) == len(strides) >= 2):
@@ -87,8 +99,28 @@ class LogMelFrontEnd(nn.Module):
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         bank = torch.tensor(mel_filterbank(self.n_fft, dims[0], sample_rate), dtype=torch.float32)
         self.register_buffer("mel", bank, persistent=False)
+        self.pitch = pitch
+        if pitch:
+            # one zero-padded FFT per frame serves both: the mel bands on its finer grid, and
+            # the autocorrelation (no circular wrap) as a cosine transform of its low band
+            fft = 2 * self.n_fft
+            self.lags = (int(sample_rate / F0_RANGE_HZ[1]), min(self.n_fft // 2 + 12, int(sample_rate / F0_RANGE_HZ[0])))
+            bins = int(PITCH_BAND_HZ * fft / sample_rate) + 1
+            k, lag = np.arange(bins)[:, None], np.arange(self.lags[1] + 1)[None, :]
+            weight = np.where((k == 0) | (k == fft // 2), 1.0, 2.0) / fft
+            window = torch.hann_window(self.n_fft).double().numpy()
+            window_acf = np.correlate(window, window, mode="full")[self.n_fft - 1 : self.n_fft + self.lags[1]]
+            # Boersma (1993): divide by the window's own autocorrelation
+            cosines = weight * np.cos(2 * np.pi * k * lag / fft) / (window_acf / window_acf[0])
+            self.register_buffer("cosines", torch.tensor(cosines, dtype=torch.float32), persistent=False)
+            octaves = np.log2(np.arange(self.lags[0], self.lags[1] + 1) / self.lags[0])
+            self.register_buffer("octave_cost", torch.tensor(0.03 * octaves, dtype=torch.float32), persistent=False)
+            bank = torch.tensor(mel_filterbank(fft, dims[0], sample_rate), dtype=torch.float32)
+            self.register_buffer("mel", bank, persistent=False)
+            self.sample_rate = sample_rate
+        inputs = [dims[0] + (PITCH_CHANNELS if pitch else 0), *dims[1:]]
         self.convs = nn.ModuleList(
-            nn.Conv1d(dims[i - 1], dims[i], kernels[i], stride=strides[i]) for i in range(1, len(dims))
+            nn.Conv1d(inputs[i - 1], dims[i], kernels[i], stride=strides[i]) for i in range(1, len(dims))
         )
         self.act = nn.GELU()
         self._requires_grad = True
@@ -101,15 +133,39 @@ class LogMelFrontEnd(nn.Module):
 
     def log_mel(self, input_values: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, n_mels, frames), float32 whatever the autocast."""
+        if self.pitch:
+            return self._analyse(input_values)[0]
         with torch.autocast(device_type=input_values.device.type, enabled=False):
             x = input_values.float()
             spec = torch.stft(x, self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
             power = spec.real.square() + spec.imag.square()  # (batch, freq, frames)
             return torch.log(torch.matmul(self.mel, power) + 1e-6)
 
+    def prosody(self, input_values: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) -> (batch, 3, frames): voicing, voiced log2(f0 / 150 Hz), log energy."""
+        return self._analyse(input_values)[1]
+
+    def _analyse(self, input_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel bands and prosodic channels from one FFT per frame (``logmel_pitch``)."""
+        with torch.autocast(device_type=input_values.device.type, enabled=False):
+            frames = input_values.float().unfold(-1, self.n_fft, self.hop) * self.window  # (batch, frames, n_fft)
+            spec = torch.fft.rfft(frames, n=2 * self.n_fft)
+            power = spec.real.square() + spec.imag.square()  # (batch, frames, n_fft + 1)
+            log_mel = torch.log(torch.matmul(power, self.mel.T) + 1e-6).transpose(1, 2)
+            acf = torch.matmul(power[..., : self.cosines.shape[0]], self.cosines)  # (batch, frames, lags), low band
+            lo = self.lags[0]
+            normalised = acf[..., lo:] / acf[..., :1].clamp_min(1e-8)
+            # a periodic frame peaks at every multiple of its period: a small cost per octave
+            # of lag picks the shortest (Praat's "octave cost")
+            _, index = (normalised - self.octave_cost).max(dim=-1)
+            voicing = normalised.gather(-1, index.unsqueeze(-1)).squeeze(-1).clamp(0.0, 1.0)
+            log_f0 = torch.log2(self.sample_rate / (index + lo).float() / 150.0)
+            energy = torch.log(frames.square().sum(dim=-1) + 1e-6)
+            return log_mel, torch.stack([voicing, voicing * log_f0, 0.2 * energy], dim=1)
+
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, channels, frames)."""
-        x = self.log_mel(input_values)
+        x = torch.cat(self._analyse(input_values), dim=1) if self.pitch else self.log_mel(input_values)
         for conv in self.convs:
             x = self.act(conv(x))
         return x
