@@ -126,9 +126,10 @@ def baseline_folds(uri: str, labels: list[str], by_fold: dict[int, dict]) -> dic
 # ---- the recipe, trained in-process ------------------------------------------------------
 
 
-def train_in_process(cfg, labels, waves, ys, seed: int):
+def train_in_process(cfg, labels, waves, ys, seed: int, trace=None):
     """The recipe's training on in-memory clips, as the Ray Train worker does it: per epoch
-    a seeded shuffle and fresh random crops, ``TrainStep`` (augmentation included)."""
+    a seeded shuffle and fresh random crops, ``TrainStep`` (augmentation included).
+    ``trace(epoch, model, mean_train_loss)``, when given, runs after every epoch (diagnostics only)."""
     import torch
 
     from emodistill.data.batching import pad_batch, prepare
@@ -146,10 +147,13 @@ def train_in_process(cfg, labels, waves, ys, seed: int):
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(len(waves))
         model.train()
+        losses = []
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
             x, mask = pad_batch([prepare(waves[i], cfg.data.train_batch, rng) for i in idx])
-            step({"input_values": x, "attention_mask": mask, "labels": torch.as_tensor(ys[idx])})
+            losses.append(step({"input_values": x, "attention_mask": mask, "labels": torch.as_tensor(ys[idx])}).total.item())
+        if trace is not None:
+            trace(epoch, model.eval(), float(np.mean(losses)))
     return model.eval()
 
 
@@ -184,13 +188,25 @@ def run_fold(job: dict) -> dict:
     train = [f for f in by_fold if f != job["test"]]
     waves = [w for f in train for w in by_fold[f]["waves"]]
     ys = np.concatenate([by_fold[f]["labels"] for f in train])
-    started = time.perf_counter()
-    model = train_in_process(cfg, labels, waves, ys, cfg.seed + 7919 * job["seed"])
-    seconds = time.perf_counter() - started
     test = by_fold[job["test"]]
+    curve = []
+
+    def trace(epoch, model, loss):
+        if (epoch + 1) % job["trace"]:
+            return
+        seen = np.random.default_rng(0).permutation(len(waves))[:120]
+        train_uar = score_exits(model, [waves[i] for i in seen], ys[seen], len(labels))
+        test_uar = score_exits(model, test["waves"], test["labels"], len(labels))
+        curve.append({"epoch": epoch + 1, "loss": loss, "train_uar": train_uar, "test_uar": test_uar})
+        log(f"[{job['corpus']}] fold {job['test']} epoch {epoch + 1}: loss {loss:.3f}, train UAR "
+            + " ".join(f"{u:.2f}" for u in train_uar.values()) + ", test UAR " + " ".join(f"{u:.2f}" for u in test_uar.values()))
+
+    started = time.perf_counter()
+    model = train_in_process(cfg, labels, waves, ys, cfg.seed + 7919 * job["seed"], trace if job["trace"] else None)
+    seconds = time.perf_counter() - started
     uar = score_exits(model, test["waves"], test["labels"], len(labels))
     result = {**{k: job[k] for k in ("corpus", "test", "seed")}, "uar": uar, "train_seconds": seconds,
-              "train_speakers": [s for f in train for s in by_fold[f]["speakers"]], "test_speakers": test["speakers"]}
+              "train_speakers": [s for f in train for s in by_fold[f]["speakers"]], "test_speakers": test["speakers"], "curve": curve}
     if job.get("profile"):
         from emodistill.evaluate.latency import profile_exits
 
@@ -244,6 +260,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="Folds trained in parallel (processes of --threads each).")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training process.")
     parser.add_argument("--repeats", type=int, default=30, help="Timed runs per exit for the latency ratios.")
+    parser.add_argument("--trace", type=int, default=0, help="Diagnostics: every N epochs, log train and test UAR "
+                        "(test-fold curves are for understanding only; nothing is selected on them).")
+    parser.add_argument("--baseline-only", action="store_true", help="Only the eGeMAPS baseline per fold (no training).")
     parser.add_argument("--root", default=str(ROOT / "runs/bench/recipe"), help="Where corpora are built and kept.")
     parser.add_argument("--out", default=None, help="JSON results (default: ROOT/recipe_vs_baseline.json).")
     args = parser.parse_args()
@@ -260,8 +279,12 @@ def main() -> None:
         log(f"[{name}] {sum(len(d['labels']) for d in by_fold.values())} clips, labels {labels}; eGeMAPS baseline")
         baseline = baseline_folds(uri, labels, by_fold)
         tests = [int(f) for f in args.test_folds.split(",")] if args.test_folds else sorted(by_fold)
+        if args.baseline_only:
+            print(f"{name}: eGeMAPS baseline UAR {mean_sd(baseline.values())} over folds "
+                  + ", ".join(f"{f}: {u:.3f}" for f, u in sorted(baseline.items())), flush=True)
+            continue
         jobs = [
-            {"corpus": name, "uri": uri, "test": t, "seed": s, "threads": args.threads, "repeats": args.repeats,
+            {"corpus": name, "uri": uri, "test": t, "seed": s, "threads": args.threads, "repeats": args.repeats, "trace": args.trace,
              "config": cfg.model_dump(mode="json"), "profile": (t == tests[0] and s == 0)}
             for s in range(args.seeds) for t in tests
         ]
