@@ -94,10 +94,10 @@ def _dry_run(*args):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["model.exits=[2, 9]"], "model.exits [9] are deeper than the backbone's 4 blocks"),
+        (["model.exits=[2, 9]"], "model.exits [9] are deeper than the backbone's 7 blocks"),
         (["data.dataset=/nonexistent/data"], "no dataset at /nonexistent/data"),
         (["run.checkpoint_metric=val/teacher/uar"], "'val/teacher/uar' is not a metric a run reports"),
-        (["run.checkpoint_metric=val/exit_7/uar"], "names exit_7, which this model does not have"),
+        (["run.checkpoint_metric=val/exit_6/uar"], "names exit_6, which this model does not have"),
         (["data.test_folds=[1]", "data.val_folds=[1]"], "folds [1] are in more than one of train, val and test"),
         (["data.test_folds=[5]"], "no folds [5]"),
         (["optim.mixed_precison=no"], "did you mean 'mixed_precision'?"),
