@@ -90,13 +90,13 @@ def metric_mode(name: str, exits: Sequence[str] | None = None) -> Mode:
     p = re.escape(SELECTION_PREFIX)
     if re.fullmatch(rf"{p}/({'|'.join(SUMMARY_KEYS)})", name):
         return "max"
-    m = re.fullmatch(rf"{p}/(exit_\d+)/({'|'.join(EXIT_KEYS)})", name)
+    m = re.fullmatch(rf"{p}/([^/]+)/({'|'.join(EXIT_KEYS)})", name)
     if m and is_exit_name(m.group(1)):
         _check_exit(m.group(1), exits, name)
         return "max"
     if re.fullmatch(rf"{p}/loss/({'|'.join(LOSS_TERMS)})", name):
         return "min"
-    m = re.fullmatch(rf"{p}/loss/(exit_\d+)/({'|'.join(EXIT_LOSS_TERMS)})", name)
+    m = re.fullmatch(rf"{p}/loss/([^/]+)/({'|'.join(EXIT_LOSS_TERMS)})", name)
     if m and is_exit_name(m.group(1)):
         _check_exit(m.group(1), exits, name)
         return "min"
