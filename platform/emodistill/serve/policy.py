@@ -14,10 +14,11 @@ Expected latency of exit ``e`` for a clip of ``s`` seconds, at the planning quan
 
 - ``service_q``: the replica's model time. The profile's q-latency at ``s``
   (``emodistill.exit_profile``) is the prior; observed model times, as ratios to the
-  profile's p50 at each clip's length, take over as they come: the q-quantile of the
-  recent ratios (weights halve every ``half_life_s``; the prior keeps the say of
-  ``prior_weight`` fresh observations, so an exit that is no longer observed drifts back
-  to its profile) x p50(s).
+  profile's p50 at each clip's length, take over as they come (weights halve every
+  ``half_life_s``; the prior keeps the say of ``prior_weight`` fresh observations, so an
+  exit no longer observed drifts back to its profile): their q-quantile once they are
+  enough to show a q-tail (20 recent ones for p95), before that their median x the
+  profile's q / p50 spread, so one odd answer among few moves nothing.
 - ``wait``: queue wait at the replica = requests ahead of this one at a replica x the
   observed q-quantile of (queue wait / requests ahead / p50(s)) (prior: one p50 service
   time per request ahead). Requests ahead are the larger of what this router has in
@@ -139,21 +140,32 @@ class Samples:
     def __len__(self) -> int:
         return len(self.items)
 
-    def quantile(self, q: float, now: float, half_life_s: float, prior: float, prior_weight: float) -> float:
-        """Weighted q-quantile of the observations and the prior (which never ages)."""
-        points = [(v, 0.5 ** (max(now - t, 0.0) / half_life_s)) for t, v in self.items]
-        points.append((prior, prior_weight))
-        points.sort()
-        total = sum(w for _, w in points)
-        target, acc = q * total, 0.0
-        for value, weight in points:
-            acc += weight
-            if acc >= target - 1e-12:
-                return value
-        return points[-1][0]
-
     def weight(self, now: float, half_life_s: float) -> float:
         return sum(0.5 ** (max(now - t, 0.0) / half_life_s) for t, _ in self.items)
+
+    def tail(self, q: float, now: float, half_life_s: float, prior: float, prior_weight: float, spread: float = 1.0) -> float:
+        """The q-quantile of recent values, with ``prior`` as the typical value before
+        (and beside) them, ``spread`` the prior's q-value / typical value.
+
+        Once the recent observations weigh enough to show a q-tail (1 / (1 - q): 20 for
+        p95) it is their weighted q-quantile, the prior (x spread) among them; before that,
+        their weighted median with the prior, x spread: one odd value among few moves
+        nothing, two in a row do."""
+        points = [(v, 0.5 ** (max(now - t, 0.0) / half_life_s)) for t, v in self.items]
+        if sum(w for _, w in points) >= 1.0 / (1.0 - q):
+            return weighted_quantile([*points, (prior * spread, prior_weight)], q)
+        return weighted_quantile([*points, (prior, prior_weight)], 0.5) * spread
+
+
+def weighted_quantile(points: list[tuple[float, float]], q: float) -> float:
+    """The smallest value whose cumulative weight reaches ``q`` of the total; [(value, weight)]."""
+    points = sorted(points)
+    target, acc = q * sum(w for _, w in points), 0.0
+    for value, weight in points:
+        acc += weight
+        if acc >= target - 1e-12:
+            return value
+    return points[-1][0]
 
 
 @dataclass
@@ -211,19 +223,21 @@ class LoadState:
         return max(self.exits[name].entry.latency_at(seconds, "p50"), 1e-3)
 
     def service_ms(self, name: str, seconds: float, now: float) -> float:
+        """Model time at the planning quantile: observed ratios to the profile's p50, with
+        the profile's own q / p50 spread (1 and its q-value are the prior)."""
         e, c = self.exits[name], self.config
         p50 = self.p50(name, seconds)
-        prior = e.entry.latency_quantile(seconds, c.quantile) / p50
-        return p50 * e.service.quantile(c.quantile, now, c.half_life_s, prior, c.prior_weight)
+        spread = e.entry.latency_quantile(seconds, c.quantile) / p50
+        return p50 * e.service.tail(c.quantile, now, c.half_life_s, 1.0, c.prior_weight, spread)
 
     def overhead_ms(self, name: str, now: float) -> float:
         e, c = self.exits[name], self.config
         prior = c.prior_overhead_ms
         if not len(e.overhead):  # same transport for every exit: borrow what the others show
-            seen = [x.overhead.quantile(c.quantile, now, c.half_life_s, prior, c.prior_weight)
+            seen = [x.overhead.tail(c.quantile, now, c.half_life_s, prior, c.prior_weight)
                     for x in self.exits.values() if len(x.overhead)]
             prior = sum(seen) / len(seen) if seen else prior
-        return e.overhead.quantile(c.quantile, now, c.half_life_s, prior, c.prior_weight)
+        return e.overhead.tail(c.quantile, now, c.half_life_s, prior, c.prior_weight)
 
     def ahead(self, name: str, now: float) -> float:
         """Requests ahead of a new one at one replica of ``name``."""
@@ -237,7 +251,7 @@ class LoadState:
         if ahead <= 0:
             return 0.0
         e, c = self.exits[name], self.config
-        unit = e.wait.quantile(c.quantile, now, c.half_life_s, 1.0, c.prior_weight)
+        unit = e.wait.tail(c.quantile, now, c.half_life_s, 1.0, c.prior_weight)
         return ahead * unit * self.p50(name, seconds)
 
     def estimate(self, name: str, seconds: float, now: float) -> Estimate:
