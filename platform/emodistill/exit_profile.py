@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import platform as _platform
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from statistics import NormalDist
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -131,10 +133,9 @@ class ExitEntry(Config):
         return p50 + (p95 - p50) * _z(q) / _z(0.95)
 
 
+@lru_cache(maxsize=64)
 def _z(q: float) -> float:
     """The standard normal quantile (the spread of a tail quantile relative to p95's)."""
-    from statistics import NormalDist
-
     return NormalDist().inv_cdf(q)
 
 

@@ -64,7 +64,18 @@ def predictors(checkpoint) -> dict[str, ExitPredictor]:
 ROOMY = {"realtime": 1000.0, "interactive": 2000.0, "batch": 5000.0}
 
 
-def make_client(checkpoint, clients=None, keys=None, **overrides) -> tuple[TestClient, Router]:
+def fast_profile(checkpoint):
+    """The served checkpoint's profile with every exit at 5-20 ms: what a quiet machine
+    measures (the fixture's own profile is timed with 3 repeats on a busy one)."""
+    from emodistill.exit_profile import make_profile
+
+    real = profile_of(checkpoint)
+    latency = {n: {"1": {"p50": 4.0 * b, "p95": 5.0 * b}, "2": {"p50": 6.0 * b, "p95": 7.5 * b}}
+               for n, b in zip(EXITS, [1, 2, 3, 4])}
+    return make_profile(model=real.model, labels=real.labels, device=real.device, uar={}, latency=latency)
+
+
+def make_client(checkpoint, clients=None, keys=None, profile=None, **overrides) -> tuple[TestClient, Router]:
     overrides.setdefault("planning", {"probe_interval_s": None})  # no background calls to count
     overrides.setdefault("tiers", ROOMY)
     overrides.setdefault("cascade", {"budget_ms": 5000.0})
@@ -72,7 +83,8 @@ def make_client(checkpoint, clients=None, keys=None, **overrides) -> tuple[TestC
     preds = predictors(checkpoint)
     clients = clients or {name: LocalExitClient(ExitWorker(p)) for name, p in preds.items()}
     p = preds["exit_4"]
-    router = Router(args, profile_of(checkpoint), clients, p.labels, {"name": p.model_name, "version": p.version})
+    profile = profile or profile_of(checkpoint)
+    router = Router(args, profile, clients, p.labels, {"name": p.model_name, "version": p.version})
     return TestClient(make_api(router, keys)), router
 
 
@@ -240,3 +252,26 @@ def test_observed_latency_replaces_the_profile(served_checkpoint):
     assert seen["observations"] == 1 and seen["in_flight"] == 0
     assert seen["service_ms"] != before["service_ms"]  # the model time measured here moved the estimate
     assert json.dumps(router.describe_exits())  # serialisable for GET /v1/exits
+
+
+def test_a_stalled_exit_is_given_up_on_its_queued_calls_cancelled_and_a_shallower_one_answers(served_checkpoint):
+    import asyncio
+
+    from emodistill.serve.requests import Sla
+
+    _, router = make_client(served_checkpoint, profile=fast_profile(served_checkpoint))
+    worker = router.clients["exit_4"].worker
+    wave = tone(1.0).astype(np.float32)
+
+    async def go():
+        worker.inject_fault("slow", delay_s=1.5, calls=1)
+        first = asyncio.create_task(router.predict(wave, Sla("interactive", 1000.0)))
+        await asyncio.sleep(0.1)  # its batch is stalled; the next two queue behind it
+        rest = [asyncio.create_task(router.predict(wave, Sla("interactive", 1000.0))) for _ in range(2)]
+        bodies = [b for b, _ in await asyncio.gather(first, *rest)]
+        await asyncio.sleep(1.6)  # the stalled batch ends; the queue is looked at again
+        return bodies
+
+    bodies = asyncio.run(go())
+    assert all(b["exit"] != "exit_4" and b["degraded_reason"] == "timeout" and not b["late"] for b in bodies), bodies
+    assert (worker.stats.computed, worker.stats.cancelled) == (1, 2)

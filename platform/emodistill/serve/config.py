@@ -173,6 +173,13 @@ class PlanningOptions(Config):
     prior_overhead_ms: float = Field(
         2.0, ge=0, description="Call overhead beyond model time and queue assumed before any is observed, ms."
     )
+    stall_factor: float | None = Field(
+        3.0,
+        gt=1,
+        description="Give up on an exit call after this many times its expected latency (at least 20 ms more) "
+        "while a shallower exit can still answer in time: a restarting replica or a wedged batch does not "
+        "eat the fallback's time (null: wait until only the fallback's time is left).",
+    )
     response_margin_ms: float = Field(
         2.0, ge=0, description="Time kept back from every budget for the answer's way back to the client, ms."
     )

@@ -129,19 +129,38 @@ class Ticket:
 
 
 class Samples:
-    """Recent observations, weighted by age (halving every ``half_life_s``), bounded."""
+    """Recent observations, weighted by age (halving every ``half_life_s``), bounded.
+
+    The age weights and the sort are refreshed when a value is added or ``refresh_s``
+    has passed (weights change by ~3% in half a second at a 10 s half-life), so asking for
+    a tail on every request costs a scan, not a sort."""
+
+    refresh_s = 0.5
 
     def __init__(self, size: int):
         self.items: deque[tuple[float, float]] = deque(maxlen=size)  # (time, value)
+        self._points: list[tuple[float, float]] = []  # (value, weight), sorted by value
+        self._total = 0.0
+        self._stamp: tuple[float, float] | None = None  # (now, half_life_s) of the last refresh
 
     def add(self, now: float, value: float) -> None:
         self.items.append((now, value))
+        self._stamp = None
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _refresh(self, now: float, half_life_s: float) -> None:
+        stamp = self._stamp
+        if stamp is not None and stamp[1] == half_life_s and 0.0 <= now - stamp[0] < self.refresh_s:
+            return
+        self._points = sorted((v, 0.5 ** (max(now - t, 0.0) / half_life_s)) for t, v in self.items)
+        self._total = sum(w for _, w in self._points)
+        self._stamp = (now, half_life_s)
+
     def weight(self, now: float, half_life_s: float) -> float:
-        return sum(0.5 ** (max(now - t, 0.0) / half_life_s) for t, _ in self.items)
+        self._refresh(now, half_life_s)
+        return self._total
 
     def tail(self, q: float, now: float, half_life_s: float, prior: float, prior_weight: float, spread: float = 1.0) -> float:
         """The q-quantile of recent values, with ``prior`` as the typical value before
@@ -151,10 +170,25 @@ class Samples:
         p95) it is their weighted q-quantile, the prior (x spread) among them; before that,
         their weighted median with the prior, x spread: one odd value among few moves
         nothing, two in a row do."""
-        points = [(v, 0.5 ** (max(now - t, 0.0) / half_life_s)) for t, v in self.items]
-        if sum(w for _, w in points) >= 1.0 / (1.0 - q):
-            return weighted_quantile([*points, (prior * spread, prior_weight)], q)
-        return weighted_quantile([*points, (prior, prior_weight)], 0.5) * spread
+        self._refresh(now, half_life_s)
+        if self._total >= 1.0 / (1.0 - q):
+            return _quantile_with(self._points, self._total, prior * spread, prior_weight, q)
+        return _quantile_with(self._points, self._total, prior, prior_weight, 0.5) * spread
+
+
+def _quantile_with(points: list[tuple[float, float]], total: float, extra: float, extra_weight: float, q: float) -> float:
+    """Weighted q-quantile of sorted ``points`` plus one more point (``extra``)."""
+    target, acc, pending = q * (total + extra_weight), 0.0, True
+    for value, weight in points:
+        if pending and extra <= value:
+            acc += extra_weight
+            pending = False
+            if acc >= target - 1e-12:
+                return extra
+        acc += weight
+        if acc >= target - 1e-12:
+            return value
+    return extra if pending else points[-1][0]
 
 
 def weighted_quantile(points: list[tuple[float, float]], q: float) -> float:
@@ -199,6 +233,7 @@ class LoadState:
         self.config = config
         self.profile = profile
         replicas = dict(replicas or {})
+        self._profile_cache: dict[tuple[str, float], tuple[float, float]] = {}
         self.exits: dict[str, _Exit] = {
             name: _Exit(
                 name=name,
@@ -219,15 +254,27 @@ class LoadState:
         return list(self.exits)
 
     # ---- estimates ---------------------------------------------------------------------
+    def _profiled(self, name: str, seconds: float) -> tuple[float, float]:
+        """(p50, q-latency / p50) of the profile at ``seconds`` (cached per ms of clip)."""
+        key = (name, round(seconds, 3))
+        hit = self._profile_cache.get(key)
+        if hit is None:
+            entry = self.exits[name].entry
+            p50 = max(entry.latency_at(seconds, "p50"), 1e-3)
+            hit = (p50, entry.latency_quantile(seconds, self.config.quantile) / p50)
+            if len(self._profile_cache) > 4096:
+                self._profile_cache.clear()
+            self._profile_cache[key] = hit
+        return hit
+
     def p50(self, name: str, seconds: float) -> float:
-        return max(self.exits[name].entry.latency_at(seconds, "p50"), 1e-3)
+        return self._profiled(name, seconds)[0]
 
     def service_ms(self, name: str, seconds: float, now: float) -> float:
         """Model time at the planning quantile: observed ratios to the profile's p50, with
         the profile's own q / p50 spread (1 and its q-value are the prior)."""
         e, c = self.exits[name], self.config
-        p50 = self.p50(name, seconds)
-        spread = e.entry.latency_quantile(seconds, c.quantile) / p50
+        p50, spread = self._profiled(name, seconds)
         return p50 * e.service.tail(c.quantile, now, c.half_life_s, 1.0, c.prior_weight, spread)
 
     def overhead_ms(self, name: str, now: float) -> float:
@@ -246,8 +293,8 @@ class LoadState:
         seen = sum(1 for t, _ in e.reports.values() if now - t <= c.replica_ttl_s)
         return max(e.in_flight, reported) / max(e.replicas, seen, 1)
 
-    def wait_ms(self, name: str, seconds: float, now: float) -> float:
-        ahead = self.ahead(name, now)
+    def wait_ms(self, name: str, seconds: float, now: float, ahead: float | None = None) -> float:
+        ahead = self.ahead(name, now) if ahead is None else ahead
         if ahead <= 0:
             return 0.0
         e, c = self.exits[name], self.config
@@ -255,10 +302,11 @@ class LoadState:
         return ahead * unit * self.p50(name, seconds)
 
     def estimate(self, name: str, seconds: float, now: float) -> Estimate:
+        ahead = self.ahead(name, now)
         service = self.service_ms(name, seconds, now)
-        wait = self.wait_ms(name, seconds, now)
+        wait = self.wait_ms(name, seconds, now, ahead)
         overhead = self.overhead_ms(name, now)
-        return Estimate(name, overhead + wait + service, service, wait, overhead, self.ahead(name, now))
+        return Estimate(name, overhead + wait + service, service, wait, overhead, ahead)
 
     def resume_estimate(self, current: str, name: str, seconds: float, now: float) -> Estimate:
         """Continuing from ``current``'s block output: only the blocks in between are paid."""

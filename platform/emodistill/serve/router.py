@@ -67,6 +67,9 @@ from emodistill.serve.requests import ApiError, Sla
 
 log = logging.getLogger("emodistill.serve")
 
+FALLBACK_SLACK, FALLBACK_SLACK_MS = 1.5, 10.0  # time kept for a fallback: its expected latency x 1.5 + 10 ms
+STALLED_MS = 20.0  # an exit is stalled after stall_factor x its expected latency, and at least this much more
+
 __all__ = [
     "ERROR", "OVER_BUDGET", "SATURATED", "TIMEOUT", "UNAVAILABLE",
     "Deadline", "ExitCallError", "ExitClient", "LocalExitClient", "Router",
@@ -301,11 +304,20 @@ class Router:
 
     # ---- decisions around the policy ----------------------------------------------------
     def _patience(self, decision: Decision, seconds: float, left: float, now: float, tried: Mapping[str, str]) -> float:
-        """How long to wait for ``decision``: until only a shallower exit could still
-        answer in time (keeping its expected latency for it), else until the deadline."""
+        """How long to wait for ``decision``: while a shallower exit could still answer in
+        time, until the exit looks stalled or only that fallback's time is left; without
+        a fallback, until the deadline."""
         fallback = self.policy.fallback_ms(decision.exit, seconds, now, tried)
-        if fallback is not None and left - fallback >= decision.expected_ms:
-            return left - fallback
+        if fallback is not None:
+            reserve = FALLBACK_SLACK * fallback + FALLBACK_SLACK_MS  # giving up and re-planning take time too
+            if left - reserve >= decision.expected_ms:
+                patience = left - reserve
+                stall = self.args.planning.stall_factor
+                if stall is not None:
+                    # an exit several times later than its own tail estimate is stalled (a replica
+                    # restarting, a wedged batch): leave it early while the fallback has room
+                    patience = min(patience, max(stall * decision.expected_ms, decision.expected_ms + STALLED_MS))
+                return patience
         return max(left, 1.0)
 
     def _no_fit(self, err: NoExitFits, left: float, degrade: bool, tried: Mapping[str, str]) -> tuple[Decision, float]:
