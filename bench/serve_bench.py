@@ -46,6 +46,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from emodistill.evaluate.tables import markdown_table
+from fastapi import FastAPI, Request
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / "serve_configs" / "local.yaml"
@@ -198,7 +199,6 @@ def warm(url: str, clips: list[bytes], rounds: int = 3, headers: list[dict] | No
 def deploy_floor(url_prefix: str = "/floor") -> str:
     """The plain two-hop Serve app: FastAPI ingress reading the body -> a deployment
     returning a constant; the same resources as router and exit in local.yaml."""
-    from fastapi import FastAPI, Request
     from ray import serve
 
     api = FastAPI()
@@ -214,9 +214,13 @@ def deploy_floor(url_prefix: str = "/floor") -> str:
         def __init__(self, constant):
             self.constant = constant
 
-        @api.post("/v1/predict")
         async def predict(self, request: Request) -> dict:
             return await self.constant.predict.remote(len(await request.body()))
+
+        # real annotations, not strings (this module has postponed annotations): the replica
+        # rebuilds the route from the pickled class
+        predict.__annotations__ = {"request": Request, "return": dict}
+        predict = api.post("/v1/predict")(predict)
 
     serve.run(Ingress.bind(Constant.bind()), name="floor", route_prefix=url_prefix)
     return url_prefix

@@ -132,3 +132,18 @@ def test_block_outputs_resume_in_batches_per_start_block_and_in_float16(served_c
     assert a.prediction.state.hidden.dtype == np.float16 and b.prediction.state is None
     assert a.prediction.state.seconds == pytest.approx(1.2, abs=0.03)
     np.testing.assert_allclose(resumed.prediction.probabilities, direct.prediction.probabilities, atol=2e-3)
+
+
+def test_clips_travel_as_int16_only_when_that_is_lossless():
+    import io
+
+    import soundfile as sf
+    from emodistill.serve.replica import from_wire, to_wire
+
+    buf = io.BytesIO()
+    sf.write(buf, clip(1.0), 16000, format="WAV")  # 16-bit PCM
+    pcm, _ = sf.read(io.BytesIO(buf.getvalue()), dtype="float32")
+    wire = to_wire(pcm)
+    assert wire.dtype == np.int16 and np.array_equal(from_wire(wire), pcm)
+    resampled = clip(1.0) * 0.5 + 1e-6  # not on the 16-bit grid
+    assert to_wire(resampled) is resampled and from_wire(resampled) is resampled

@@ -35,7 +35,7 @@ from emodistill.serve.api import make_api
 from emodistill.serve.config import ServeArgs
 from emodistill.serve.policy import ERROR, SATURATED, TIMEOUT, UNAVAILABLE
 from emodistill.serve.predictor import BlockState, ExitPredictor
-from emodistill.serve.replica import ExitAnswer, ExitWorker
+from emodistill.serve.replica import ExitAnswer, ExitWorker, to_wire
 from emodistill.serve.requests import parse_keys
 from emodistill.serve.router import ExitCallError, Router
 
@@ -130,11 +130,14 @@ class HandleExitClient:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 
+        if method == "predict":
+            payload = to_wire(payload)
         response = getattr(self.handle, method).remote(payload, left_ms, return_state)
         try:
             return await asyncio.wait_for(_result(response), max(left_ms, 0.0) / 1000.0)
         except (asyncio.TimeoutError, RequestCancelledError) as err:
-            response.cancel()
+            # cancel once the fallback call is on its way: cancelling talks to the replica
+            asyncio.get_running_loop().call_soon(response.cancel)
             raise ExitCallError(TIMEOUT, f"{self.name} gave no answer within {left_ms:.0f} ms") from err
         except asyncio.CancelledError:  # the request itself was cancelled: so is its exit call
             response.cancel()

@@ -326,17 +326,18 @@ class Router:
             fastest = err.fastest
             return fastest, max(left, 2.0 * fastest.expected_ms, 1.0)
         if tried:
-            raise self._refusal(tried)
+            raise self._refusal(tried, str(err))
         if not err.usable:
             raise self._refusal({})
         raise ApiError(503, "overloaded", f"{err}; retry later", self._retry_after())
 
-    def _refusal(self, tried: Mapping[str, str]) -> ApiError:
+    def _refusal(self, tried: Mapping[str, str], then: str | None = None) -> ApiError:
         detail = ", ".join(f"{n}: {r}" for n, r in tried.items())
         if any(r in (TIMEOUT, EXPIRED) for r in tried.values()):
+            after = f"; then {then}" if then else ""
             return ApiError(
                 504, "deadline_exceeded",
-                f"no exit answered within the request's deadline ({detail}); retry later or with a larger budget",
+                f"no exit answered within the request's deadline ({detail}{after}); retry later or with a larger budget",
                 self._retry_after(),
             )
         down = [n for n, s in self.policy.health(time.perf_counter()).items() if s == DOWN]
