@@ -69,10 +69,6 @@ class ExitDeployment:
         predictor.warmup()
         self.worker = ExitWorker(predictor, state_dtype=state_dtype, replica=_replica_id(), **batching)
         self.by_reference = state_by_reference
-        self.calls = serve_metrics.Counter(
-            "emodistill_exit_calls", "Exit calls by outcome (computed, expired, cancelled, failed).", tag_keys=("outcome",)
-        )
-        self._counted = asdict(self.worker.stats)
 
     async def predict(self, wave: np.ndarray, left_ms: float, return_state: bool = False) -> ExitAnswer:
         """Answer one clip unless ``left_ms`` (the caller's patience) runs out before its batch starts."""
@@ -90,15 +86,7 @@ class ExitDeployment:
         if self.by_reference and pred is not None and pred.state is not None:
             answer.state_ref = ray.put(pred.state)
             pred.state = None
-        self._count()
         return answer
-
-    def _count(self) -> None:
-        now = asdict(self.worker.stats)
-        for outcome in ("computed", "expired", "cancelled", "failed"):
-            if now[outcome] > self._counted[outcome]:
-                self.calls.inc(now[outcome] - self._counted[outcome], tags={"outcome": outcome})
-        self._counted = now
 
     def check_health(self) -> None:
         """Serve's health check: fails when the model keeps failing (Serve replaces the replica)."""
