@@ -57,7 +57,7 @@ class ExitDeployment:
         exit: str,
         device: str,
         threads: int,
-        batching: dict,
+        worker_options: dict,
         state_dtype: str = "float32",
         state_by_reference: bool = True,
     ):
@@ -67,7 +67,7 @@ class ExitDeployment:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         predictor = ExitPredictor(checkpoint, exit, device=device, threads=threads)
         predictor.warmup()
-        self.worker = ExitWorker(predictor, state_dtype=state_dtype, replica=_replica_id(), **batching)
+        self.worker = ExitWorker(predictor, state_dtype=state_dtype, replica=_replica_id(), **worker_options)
         self.by_reference = state_by_reference
 
     async def predict(self, wave: np.ndarray, left_ms: float, return_state: bool = False) -> ExitAnswer:
@@ -252,13 +252,14 @@ def build_app(args: ServeArgs | dict[str, Any]) -> serve.Application:
     for name in exits:
         opts = args.options_for(name)
         threads = opts.torch_threads or max(1, int(opts.num_cpus))
-        batching = {
+        worker_options = {
             "max_batch_size": opts.max_batch_size,
             "max_batch_audio_s": opts.max_batch_audio_s,
             "batch_wait_s": opts.batch_wait_timeout_s,
+            "nice": opts.nice,
         }
         handles[name] = ExitDeployment.options(**opts.serve_options(name)).bind(
-            args.checkpoint, name, args.device, threads, batching, args.cascade.state_dtype, args.cascade.state_by_reference
+            args.checkpoint, name, args.device, threads, worker_options, args.cascade.state_dtype, args.cascade.state_by_reference
         )
     return RouterDeployment.options(**args.router.serve_options(args.retry_after_s)).bind(
         args.model_dump(mode="json"), profile_text, ckpt.model.labels, handles

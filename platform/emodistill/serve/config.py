@@ -65,6 +65,13 @@ class DeploymentOptions(Config):
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads per replica (default: the reserved CPUs, at least 1)."
     )
+    nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Niceness of the model computation (Linux): above 0, exit replicas that share cores with "
+        "the proxy and router yield to them, so refusals and short answers are not queued behind a batch.",
+    )
     health_check_period_s: float = Field(10.0, gt=0, description="How often Serve calls the replica's check_health, seconds.")
     health_check_timeout_s: float = Field(30.0, gt=0, description="How long a health check may take before it counts as failed, seconds.")
 

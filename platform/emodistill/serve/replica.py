@@ -27,6 +27,8 @@ wrapper; tests and benchmarks run :class:`ExitWorker` in-process.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -121,8 +123,11 @@ class ExitWorker:
         batch_wait_s: float = 0.0,
         state_dtype: str = "float32",
         replica: str = "local",
+        nice: int = 0,
     ):
         self.predictor = predictor
+        self.nice = nice
+        self._niced: set[int] = set()  # compute threads already lowered
         self.max_batch_size = max_batch_size
         self.max_batch_audio_s = max_batch_audio_s
         self.batch_wait_s = batch_wait_s
@@ -252,6 +257,12 @@ class ExitWorker:
                 c.future.set_result(ExitAnswer(pred, self.replica, self._pending, queue_ms, compute_ms))
 
     def _model(self, kind: str, payloads: list, want_state: bool) -> list[Prediction]:
+        if self.nice and threading.get_native_id() not in self._niced:  # per thread on Linux
+            self._niced.add(threading.get_native_id())
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (AttributeError, OSError):  # not Linux, or not allowed: compute at normal priority
+                pass
         fault = self.fault
         if fault is not None:
             if fault.calls is not None:
