@@ -147,3 +147,16 @@ def test_clips_travel_as_int16_only_when_that_is_lossless():
     assert wire.dtype == np.int16 and np.array_equal(from_wire(wire), pcm)
     resampled = clip(1.0) * 0.5 + 1e-6  # not on the 16-bit grid
     assert to_wire(resampled) is resampled and from_wire(resampled) is resampled
+
+
+def test_model_threads_can_yield_the_cpu(predictor):
+    import os
+
+    worker = ExitWorker(predictor, nice=3)
+
+    async def go():
+        return await worker.predict(clip(0.5), 10_000)
+
+    assert run(go()).prediction is not None
+    (tid,) = worker._niced
+    assert os.getpriority(os.PRIO_PROCESS, tid) >= 3 or not os.path.exists(f"/proc/self/task/{tid}")
