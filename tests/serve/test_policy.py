@@ -224,3 +224,13 @@ def test_serve_args_fill_the_policy_config():
     args = ServeArgs(checkpoint="x", planning={"quantile": 0.99, "probe_interval_s": None}, unavailable_cooldown_s=0)
     cfg = args.policy_config()
     assert (cfg.quantile, cfg.probe_interval_s, cfg.cooldown_s, cfg.eject_after_failures) == (0.99, None, 0.0, 3)
+
+
+def test_tails_of_the_parts_add_in_quadrature_not_one_on_top_of_another():
+    s = state()
+    for i in range(40):  # model time: mostly 20 ms, one in ten 40 ms; transport: 5 ms, one in ten 20 ms
+        slow = i % 10 == 0
+        answer(s, "exit_6", 1.0 + i * 0.001, compute_ms=40.0 if slow else 20.0, overhead_ms=20.0 if slow else 5.0)
+    e = s.estimate("exit_6", 3.0, 1.05)
+    assert (e.service_ms, e.overhead_ms) == (pytest.approx(40.0), pytest.approx(20.0))
+    assert e.total_ms == pytest.approx(20.0 + 5.0 + (20.0**2 + 15.0**2) ** 0.5)  # 50 ms, not 60

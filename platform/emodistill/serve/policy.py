@@ -8,9 +8,11 @@ shipping, which exits to probe. Time is passed in (``now``: seconds on the calle
 monotonic clock), so every rule is tested without Ray and without sleeping.
 
 Expected latency of exit ``e`` for a clip of ``s`` seconds, at the planning quantile
-``q`` (0.95 by default)::
+``q`` (0.95 by default), from three parts, each with a median and a q-value::
 
-    expected(e, s) = overhead_q(e) + wait(e, s) + service_q(e, s)
+    expected(e, s) = sum of the medians + sqrt(sum of (q-value - median)^2)
+
+(independent delays: their tails add in quadrature, not one on top of another).
 
 - ``service_q``: the replica's model time. The profile's q-latency at ``s``
   (``emodistill.exit_profile``) is the prior; observed model times, as ratios to the
@@ -270,21 +272,26 @@ class LoadState:
     def p50(self, name: str, seconds: float) -> float:
         return self._profiled(name, seconds)[0]
 
-    def service_ms(self, name: str, seconds: float, now: float) -> float:
-        """Model time at the planning quantile: observed ratios to the profile's p50, with
-        the profile's own q / p50 spread (1 and its q-value are the prior)."""
+    def service_ms(self, name: str, seconds: float, now: float, q: float | None = None) -> float:
+        """Model time at quantile ``q`` (default: the planning quantile): observed ratios to
+        the profile's p50, with the profile's own q / p50 spread (1 and its q-value are
+        the prior)."""
         e, c = self.exits[name], self.config
+        q = c.quantile if q is None else q
         p50, spread = self._profiled(name, seconds)
-        return p50 * e.service.tail(c.quantile, now, c.half_life_s, 1.0, c.prior_weight, spread)
+        if q == 0.5:
+            spread = 1.0
+        return p50 * e.service.tail(q, now, c.half_life_s, 1.0, c.prior_weight, spread)
 
-    def overhead_ms(self, name: str, now: float) -> float:
+    def overhead_ms(self, name: str, now: float, q: float | None = None) -> float:
         e, c = self.exits[name], self.config
+        q = c.quantile if q is None else q
         prior = c.prior_overhead_ms
         if not len(e.overhead):  # same transport for every exit: borrow what the others show
-            seen = [x.overhead.tail(c.quantile, now, c.half_life_s, prior, c.prior_weight)
+            seen = [x.overhead.tail(q, now, c.half_life_s, prior, c.prior_weight)
                     for x in self.exits.values() if len(x.overhead)]
             prior = sum(seen) / len(seen) if seen else prior
-        return e.overhead.tail(c.quantile, now, c.half_life_s, prior, c.prior_weight)
+        return e.overhead.tail(q, now, c.half_life_s, prior, c.prior_weight)
 
     def ahead(self, name: str, now: float) -> float:
         """Requests ahead of a new one at one replica of ``name``."""
@@ -293,27 +300,31 @@ class LoadState:
         seen = sum(1 for t, _ in e.reports.values() if now - t <= c.replica_ttl_s)
         return max(e.in_flight, reported) / max(e.replicas, seen, 1)
 
-    def wait_ms(self, name: str, seconds: float, now: float, ahead: float | None = None) -> float:
+    def wait_ms(self, name: str, seconds: float, now: float, ahead: float | None = None, q: float | None = None) -> float:
         ahead = self.ahead(name, now) if ahead is None else ahead
         if ahead <= 0:
             return 0.0
         e, c = self.exits[name], self.config
-        unit = e.wait.tail(c.quantile, now, c.half_life_s, 1.0, c.prior_weight)
+        unit = e.wait.tail(c.quantile if q is None else q, now, c.half_life_s, 1.0, c.prior_weight)
         return ahead * unit * self.p50(name, seconds)
 
     def estimate(self, name: str, seconds: float, now: float) -> Estimate:
+        """Expected latency at the planning quantile: the parts' medians plus their tails
+        (q-value - median) added in quadrature, as independent delays add; summing three
+        p95s would plan on something far rarer than a p95."""
         ahead = self.ahead(name, now)
-        service = self.service_ms(name, seconds, now)
-        wait = self.wait_ms(name, seconds, now, ahead)
-        overhead = self.overhead_ms(name, now)
-        return Estimate(name, overhead + wait + service, service, wait, overhead, ahead)
+        service, service_m = self.service_ms(name, seconds, now), self.service_ms(name, seconds, now, 0.5)
+        wait, wait_m = self.wait_ms(name, seconds, now, ahead), self.wait_ms(name, seconds, now, ahead, 0.5)
+        overhead, overhead_m = self.overhead_ms(name, now), self.overhead_ms(name, now, 0.5)
+        tails = (max(service - service_m, 0.0), max(wait - wait_m, 0.0), max(overhead - overhead_m, 0.0))
+        total = service_m + wait_m + overhead_m + math.sqrt(sum(t * t for t in tails))
+        return Estimate(name, total, service, wait, overhead, ahead)
 
     def resume_estimate(self, current: str, name: str, seconds: float, now: float) -> Estimate:
         """Continuing from ``current``'s block output: only the blocks in between are paid."""
         full = self.estimate(name, seconds, now)
         saved = min(self.service_ms(current, seconds, now), 0.9 * full.service_ms)
-        service = full.service_ms - saved
-        return Estimate(name, full.overhead_ms + full.wait_ms + service, service, full.wait_ms, full.overhead_ms, full.ahead)
+        return Estimate(name, full.total_ms - saved, full.service_ms - saved, full.wait_ms, full.overhead_ms, full.ahead)
 
     # ---- availability ------------------------------------------------------------------
     def state(self, name: str, now: float) -> str:
