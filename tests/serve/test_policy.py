@@ -9,6 +9,7 @@ from emodistill.serve.policy import (
     BUDGET,
     DEEPEST,
     DOWN,
+    LOAD,
     NO_DEEPER,
     OVER_BUDGET,
     PROBATION,
@@ -234,3 +235,22 @@ def test_tails_of_the_parts_add_in_quadrature_not_one_on_top_of_another():
     e = s.estimate("exit_6", 3.0, 1.05)
     assert (e.service_ms, e.overhead_ms) == (pytest.approx(40.0), pytest.approx(20.0))
     assert e.total_ms == pytest.approx(20.0 + 5.0 + (20.0**2 + 15.0**2) ** 0.5)  # 50 ms, not 60
+
+
+def test_under_pressure_depth_is_shed_before_requests_and_comes_back():
+    s = state(min_headroom=0.3, recover_s=10.0)
+    assert s.choose(3.0, 100.0, 0.0).exit == "exit_6"
+    for _ in range(6):  # requests missed: refusals for load, late answers, calls given up on
+        s.missed(0.0)
+    assert s.headroom(0.0) == pytest.approx(0.3)
+    d = s.choose(3.0, 100.0, 0.0)  # exit_6 (48 ms) fits 100 ms, but not 30% of it
+    assert (d.exit, d.degraded, d.reason) == ("exit_3", True, LOAD)
+    d = s.choose(3.0, 30.0, 0.0)  # nothing within 9 ms: the soonest that fits 30 ms
+    assert (d.exit, d.degraded, d.reason) == ("exit_1", True, LOAD)
+    with pytest.raises(NoExitFits) as err:  # the pressure never refuses what fits the whole budget
+        s.choose(3.0, 10.0, 0.0)
+    assert not err.value.load  # even idle, 12 ms do not fit 10: the clip, not the load
+    assert s.headroom(5.0) == pytest.approx(0.65) and s.choose(3.0, 100.0, 10.0).exit == "exit_6"
+    t = s.sent("exit_6", 3.0, 20.0)
+    s.gave_up(t, 20.5)  # a call given up on is a miss too
+    assert s.headroom(20.5) == pytest.approx(0.8)

@@ -180,6 +180,15 @@ class PlanningOptions(Config):
     prior_overhead_ms: float = Field(
         2.0, ge=0, description="Call overhead beyond model time and queue assumed before any is observed, ms."
     )
+    min_headroom: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Under pressure (requests refused for load, late, or given up on), a deep exit must be "
+        "expected within this share of the time left, else the soonest exit that fits answers: depth is "
+        "shed before requests are. 1: never.",
+    )
+    recover_s: float = Field(10.0, gt=0, description="Seconds without misses to recover from min_headroom to the whole budget.")
     stall_factor: float | None = Field(
         3.0,
         gt=1,
@@ -307,6 +316,8 @@ class ServeArgs(Config):
             report_ttl_s=p.report_ttl_s,
             replica_ttl_s=p.replica_ttl_s,
             probe_interval_s=p.probe_interval_s,
+            min_headroom=p.min_headroom,
+            recover_s=p.recover_s,
             eject_after_failures=self.eject_after_failures,
             cooldown_s=self.unavailable_cooldown_s,
             max_cooldown_s=self.max_cooldown_s,

@@ -32,6 +32,13 @@ Expected latency of exit ``e`` for a clip of ``s`` seconds, at the planning quan
   serialisation), observed, q-quantile; prior: what other exits show, else
   ``prior_overhead_ms``.
 
+Pressure: when requests are being missed (refused for load, answered late, calls given
+up on), the headroom shrinks (x0.8 per miss, down to ``min_headroom``; it recovers over
+``recover_s``): a deep exit must then be expected within that share of the time left,
+else the soonest exit that fits answers. Depth is shed before requests are (more answers
+per second from shallower exits), and the slack absorbs estimates that run late, e.g.
+when exits share cores and one's work slows the others.
+
 Outlier detection (Envoy's): an exit that fails ``eject_after_failures`` calls in a row is
 ejected for ``cooldown_s`` (doubling with each ejection in a row, up to
 ``max_cooldown_s``), then comes back on probation: one call at a time until one
@@ -61,6 +68,7 @@ SATURATED = "saturated"  # a deeper exit's deployment refused the call (its queu
 TIMEOUT = "timeout"  # the exit did not answer before the router gave up on it
 ERROR = "error"  # the exit raised
 EXPIRED = "expired"  # the exit dropped the call: its deadline had passed before compute
+LOAD = "load"  # a deeper exit would fit, but the router is shedding depth: requests are being missed
 
 # why a cascade stopped
 CONFIDENT = "confident"  # margin reached the threshold
@@ -83,6 +91,8 @@ class PolicyConfig:
     report_ttl_s: float = 2.0  # a replica's reported queue depth counts this long
     replica_ttl_s: float = 30.0  # a replica not heard from this long is no longer counted
     probe_interval_s: float | None = 5.0  # probe an exit not heard from this long (None: never)
+    min_headroom: float = 0.3  # under pressure, deep exits must fit this share of the time left
+    recover_s: float = 10.0  # from min_headroom back to 1 without new misses
     eject_after_failures: int = 3  # failures in a row that eject an exit
     cooldown_s: float = 5.0  # first ejection's length
     max_cooldown_s: float = 60.0  # longest ejection
@@ -111,10 +121,11 @@ class Decision:
 class NoExitFits(RuntimeError):
     """No usable exit is expected within the time left (or none is usable at all)."""
 
-    def __init__(self, message: str, fastest: Decision | None, usable: bool):
+    def __init__(self, message: str, fastest: Decision | None, usable: bool, load: bool = False):
         super().__init__(message)
         self.fastest = fastest  # the usable exit expected soonest, flagged over_budget; None if none is usable
         self.usable = usable  # False: every exit is ejected or excluded
+        self.load = load  # True: an idle exit would have fitted (load is the cause, not the clip)
 
 
 @dataclass
@@ -236,6 +247,7 @@ class LoadState:
         self.profile = profile
         replicas = dict(replicas or {})
         self._profile_cache: dict[tuple[str, float], tuple[float, float]] = {}
+        self._headroom, self._headroom_at = 1.0, now
         self.exits: dict[str, _Exit] = {
             name: _Exit(
                 name=name,
@@ -340,12 +352,17 @@ class LoadState:
 
     # ---- decisions ---------------------------------------------------------------------
     def choose(self, seconds: float, left_ms: float, now: float, exclude: Mapping[str, str] | None = None) -> Decision:
-        """The deepest usable exit expected within ``left_ms`` (raises :class:`NoExitFits`).
+        """The deepest usable exit expected within ``left_ms`` x the headroom (raises
+        :class:`NoExitFits` when none is expected within ``left_ms``).
 
-        ``exclude``: exits this request already tried -> why they failed it. A deeper
-        exit that would have fitted but is excluded or ejected makes the answer
-        ``degraded`` with that reason."""
+        Under pressure (:meth:`missed`) the headroom shrinks: a deep exit must then fit a
+        share of the time left, else the soonest exit that fits answers (``degraded:
+        load``): depth is shed before requests are, and the slack absorbs estimates
+        that run late. ``exclude``: exits this request already tried -> why they
+        failed it; a deeper exit that would have fitted but is excluded or ejected makes
+        the answer ``degraded`` with that reason."""
         exclude = exclude or {}
+        headroom = self.headroom(now)
         skipped: str | None = None
         usable: list[Estimate] = []
         for name in reversed(self.names):  # deepest first
@@ -354,22 +371,44 @@ class LoadState:
                     skipped = exclude.get(name, UNAVAILABLE)
                 continue
             est = self.estimate(name, seconds, now)
-            if est.total_ms <= left_ms:
-                return Decision(name, est.total_ms, degraded=skipped is not None, reason=skipped)
+            if est.total_ms <= left_ms * headroom:
+                shed = any(u.total_ms <= left_ms for u in usable)  # a deeper one fits, but not the headroom
+                reason = skipped or (LOAD if shed else None)
+                return Decision(name, est.total_ms, degraded=reason is not None, reason=reason)
             usable.append(est)
+        fits = [e for e in usable if e.total_ms <= left_ms]
+        if fits:  # only under pressure: the soonest exit that fits
+            soonest = min(fits, key=lambda e: e.total_ms)
+            reason = skipped or (LOAD if fits[0].exit != soonest.exit else None)
+            return Decision(soonest.exit, soonest.total_ms, degraded=reason is not None, reason=reason)
         raise self._no_fit(usable, seconds, left_ms)
 
     def _no_fit(self, usable: list[Estimate], seconds: float, left_ms: float) -> NoExitFits:
         if not usable:
             return NoExitFits(f"no exit can take the request: {self.names} are down or already failed it", None, False)
         fastest = min(usable, key=lambda e: e.total_ms)
-        cause = "queues" if fastest.wait_ms > 0 else "clip length"
+        idle = min(self._profiled(e.exit, seconds)[0] * self._profiled(e.exit, seconds)[1] for e in usable)
+        load = idle + self.config.prior_overhead_ms <= left_ms
         return NoExitFits(
             f"no exit is expected to answer within the {max(left_ms, 0):.0f} ms left "
-            f"(soonest: {fastest.exit} in ~{fastest.total_ms:.0f} ms for a {seconds:.1f} s clip, given the {cause})",
+            f"(soonest: {fastest.exit} in ~{fastest.total_ms:.0f} ms for a {seconds:.1f} s clip, "
+            f"given {'the load' if load else 'the clip length'})",
             Decision(fastest.exit, fastest.total_ms, degraded=True, reason=OVER_BUDGET),
             True,
+            load,
         )
+
+    # ---- pressure ----------------------------------------------------------------------
+    def headroom(self, now: float) -> float:
+        """Share of the time left a deep exit must fit: 1 when nothing is being missed,
+        down to ``min_headroom`` under pressure, recovering linearly over ``recover_s``."""
+        c = self.config
+        return min(1.0, self._headroom + max(now - self._headroom_at, 0.0) * (1.0 - c.min_headroom) / c.recover_s)
+
+    def missed(self, now: float) -> None:
+        """A request was refused for load, answered late, or its exit call given up on."""
+        self._headroom = max(self.config.min_headroom, 0.8 * self.headroom(now))
+        self._headroom_at = now
 
     def cascade_next(
         self,
@@ -487,6 +526,8 @@ class LoadState:
         e = self._close(ticket)
         if e is None:
             return
+        if not ticket.probe:
+            self.missed(now)
         waited = (now - ticket.sent) * 1000.0
         lower = max(waited - self.overhead_ms(e.name, now), 0.0)
         if not ticket.resumed:  # at least this long: counted as the queue it was stuck in

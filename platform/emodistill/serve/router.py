@@ -193,6 +193,8 @@ class Router:
             out = await self._fixed(wave, seconds, deadline, degrade)
         latency = deadline.elapsed_ms()
         late = latency > sla.budget_ms
+        if late:
+            self.policy.missed(time.perf_counter())
         out.timings.append(("total", latency))
         self.metrics.record(sla.tier, out.prediction.exit, latency, late, out.degraded)
         scores = out.prediction.scores(self.labels)
@@ -322,6 +324,8 @@ class Router:
 
     def _no_fit(self, err: NoExitFits, left: float, degrade: bool, tried: Mapping[str, str]) -> tuple[Decision, float]:
         """No exit is expected in time: the soonest one (degrade tiers) or a refusal."""
+        if err.load:
+            self.policy.missed(time.perf_counter())
         if degrade and err.fastest is not None:
             fastest = err.fastest
             return fastest, max(left, 2.0 * fastest.expected_ms, 1.0)
