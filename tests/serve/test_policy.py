@@ -85,29 +85,35 @@ def test_observations_replace_the_profile_median_first_then_their_own_tail_and_d
     assert s.service_ms("exit_6", 3.0, 600.0) == pytest.approx(48.0)  # nothing heard for minutes: the profile
 
 
-def test_requests_in_flight_count_as_queue_wait_and_move_the_choice():
+def test_requests_in_flight_count_as_work_ahead_and_move_the_choice():
     s = state()
     tickets = [s.sent("exit_6", 3.0, 0.0) for _ in range(2)]
     e = s.estimate("exit_6", 3.0, 0.0)
-    assert e.ahead == 2 and e.wait_ms == pytest.approx(2 * 40.0)  # prior: a p50 service per request ahead
+    # two clips ahead + this one at the profile's p50 (40 ms), the p95 spread (8 ms) in quadrature
+    assert e.ahead == 2 and e.total_ms == pytest.approx(3 * 40.0 + 3**0.5 * 8.0)
     assert s.choose(3.0, 100.0, 0.0).exit == "exit_3"
     for t in tickets:
         s.answered(t, 0.05, compute_ms=40.0, queue_ms=0.0)
     assert s.estimate("exit_6", 3.0, 0.05).wait_ms == 0.0 and s.choose(3.0, 100.0, 0.05).exit == "exit_6"
 
 
-def test_queue_wait_is_counted_once_apart_from_model_time_and_overhead():
+def test_model_time_is_learnt_per_clip_of_a_batch_and_queue_wait_is_counted_once():
     s = state()
     blocker = s.sent("exit_3", 3.0, 0.0)
     t = s.sent("exit_3", 3.0, 0.0)  # one request ahead of it
-    s.answered(t, 0.080, compute_ms=20.0, queue_ms=50.0)  # 80 ms call: 50 queue + 20 model + 10 transport
-    s.answered(blocker, 0.080, compute_ms=20.0, queue_ms=0.0)
+    # 100 ms call: 50 queue + 40 model (a batch of 2 clips of 3 s: 20 ms each, as profiled) + 10 transport
+    s.answered(t, 0.100, compute_ms=40.0, queue_ms=50.0, batch_size=2, batch_audio_s=6.0)
+    s.answered(blocker, 0.100, compute_ms=40.0, queue_ms=0.0, batch_size=2, batch_audio_s=6.0)
     x = s.exits["exit_3"]
-    assert [v for _, v in x.service.items] == [pytest.approx(1.0), pytest.approx(1.0)]  # 20 / p50 20: model time only
-    assert [v for _, v in x.wait.items] == [pytest.approx(50.0 / 1 / 20.0)]  # per request ahead, per p50
+    assert [v for _, v in x.cost.items] == [pytest.approx(1.0), pytest.approx(1.0)]  # per clip, model time only
     assert [v for _, v in x.overhead.items] == [pytest.approx(10.0), pytest.approx(60.0)]
+    # a 1 s clip batched with a 3 s one was padded to 3 s: its cost is against p50(3 s)
+    short = s.sent("exit_1", 1.0, 0.0)
+    s.answered(short, 0.03, compute_ms=20.0, queue_ms=0.0, batch_size=2, batch_audio_s=6.0)
+    assert [v for _, v in s.exits["exit_1"].cost.items] == [pytest.approx(20.0 / (2 * 10.0))]
     # an exit never observed borrows the transport overhead the others show
-    assert s.overhead_ms("exit_1", 0.08) == s.overhead_ms("exit_3", 0.08)
+    seen = (s.overhead_ms("exit_1", 0.1) + s.overhead_ms("exit_3", 0.1)) / 2
+    assert s.overhead_ms("exit_6", 0.1) == pytest.approx(seen)
 
 
 def test_queue_depth_reported_by_replicas_counts_load_from_other_routers_and_replica_count():
@@ -131,7 +137,7 @@ def test_a_timeout_is_no_failure_but_says_the_exit_took_at_least_that_long():
     s.gave_up(t, 1.2)
     assert s.state("exit_6", 1.2) == UP and s.exits["exit_6"].in_flight == 0
     s.gave_up(t, 1.3)  # a ticket closes once
-    assert s.exits["exit_6"].in_flight == 0 and len(s.exits["exit_6"].service) == 1
+    assert s.exits["exit_6"].in_flight == 0 and len(s.exits["exit_6"].cost) == 1
     s.gave_up(s.sent("exit_6", 3.0, 1.3), 1.5)  # twice: the exit is slow (restarting, swamped)
     assert s.service_ms("exit_6", 3.0, 1.5) == pytest.approx(200.0 * 1.2)
 

@@ -8,29 +8,33 @@ shipping, which exits to probe. Time is passed in (``now``: seconds on the calle
 monotonic clock), so every rule is tested without Ray and without sleeping.
 
 Expected latency of exit ``e`` for a clip of ``s`` seconds, at the planning quantile
-``q`` (0.95 by default), from three parts, each with a median and a q-value::
+``q`` (0.95 by default)::
 
-    expected(e, s) = sum of the medians + sqrt(sum of (q-value - median)^2)
+    expected(e, s) = overhead + (ahead + 1) x cost(e) x p50(e, s)
 
-(independent delays: their tails add in quadrature, not one on top of another).
+each part with a median and a q-value; the result is the medians' sum plus the tails
+(q-value - median) added in quadrature, as independent delays add (three p95s on top of
+each other would plan on something far rarer than a p95).
 
-- ``service_q``: the replica's model time. The profile's q-latency at ``s``
-  (``emodistill.exit_profile``) is the prior; observed model times, as ratios to the
-  profile's p50 at each clip's length, take over as they come (weights halve every
-  ``half_life_s``; the prior keeps the say of ``prior_weight`` fresh observations, so an
-  exit no longer observed drifts back to its profile): their q-quantile once they are
-  enough to show a q-tail (20 recent ones for p95), before that their median x the
-  profile's q / p50 spread, so one odd answer among few moves nothing.
-- ``wait``: queue wait at the replica = requests ahead of this one at a replica x the
-  observed q-quantile of (queue wait / requests ahead / p50(s)) (prior: one p50 service
-  time per request ahead). Requests ahead are the larger of what this router has in
-  flight there and what the replicas last reported (each answer carries its replica's
-  queue depth), spread over the replicas heard from recently (at least as many as
-  configured): right with several routers, and as replicas come and go. Replicas report
-  their queue wait apart from their model time, so queue wait is counted here, once.
-- ``overhead_q``: call time minus queue wait minus model time (transport,
-  serialisation), observed, q-quantile; prior: what other exits show, else
-  ``prior_overhead_ms``.
+- ``p50(e, s)``: the profile's batch-1 latency at the clip's length
+  (``emodistill.exit_profile``).
+- ``cost(e)``: what one clip costs the replica now, as a multiple of its profiled p50:
+  each answer reports its batch's model time, clip count and padded length, so
+  ``cost = model time / (clips x p50(padded length))`` (above 1 when the replica is slower
+  than profiled or shares its cores, below 1 when batching pays). Observations decay
+  (weights halve every ``half_life_s``) against the profile as prior (median 1, its q /
+  p50 spread as tail; worth ``prior_weight`` fresh observations), so an exit no longer
+  observed drifts back to its profile. The q-value is the observations' own q-quantile
+  once they are enough to show one (20 recent ones for p95); before that their median x
+  the profile's spread, so one odd answer among few moves nothing.
+- ``ahead``: requests ahead of this one at one replica: the larger of what this router
+  has in flight there and what the replicas last reported (each answer carries its
+  replica's queue depth), over the replicas heard from recently (at least as many as
+  configured): right with several routers, and as replicas come and go. Each costs one
+  clip's ``cost``, whether it ends up in an earlier batch or in this one's: queue wait is
+  counted once, as work ahead, not again inside the model time.
+- ``overhead``: call time minus queue wait minus model time (transport, serialisation),
+  observed; prior: what other exits show, else ``prior_overhead_ms``.
 
 Pressure: when requests are being missed (refused for load, answered late, calls given
 up on), the headroom shrinks (x0.8 per miss, down to ``min_headroom``; it recovers over
@@ -221,8 +225,7 @@ class _Exit:
     block: int
     entry: ExitEntry
     replicas: int  # configured (autoscaling: the minimum)
-    service: Samples  # model time / profile p50 at the clip length
-    wait: Samples  # queue wait / requests ahead / profile p50
+    cost: Samples  # model time per clip / profile p50 at the batch's padded length
     overhead: Samples  # ms
     in_flight: int = 0
     reports: dict[str, tuple[float, int]] = field(default_factory=dict)  # replica -> (time, depth)
@@ -254,8 +257,7 @@ class LoadState:
                 block=exit_block(name),
                 entry=profile.exits[name],
                 replicas=max(1, replicas.get(name, 1)),
-                service=Samples(config.window),
-                wait=Samples(config.window),
+                cost=Samples(config.window),
                 overhead=Samples(config.window),
                 last_heard=now,
             )
@@ -284,16 +286,17 @@ class LoadState:
     def p50(self, name: str, seconds: float) -> float:
         return self._profiled(name, seconds)[0]
 
-    def service_ms(self, name: str, seconds: float, now: float, q: float | None = None) -> float:
-        """Model time at quantile ``q`` (default: the planning quantile): observed ratios to
-        the profile's p50, with the profile's own q / p50 spread (1 and its q-value are
-        the prior)."""
+    def cost(self, name: str, seconds: float, now: float, q: float | None = None) -> float:
+        """One clip's model time now as a multiple of the profiled p50, at quantile ``q``
+        (default: the planning quantile); the prior is 1 with the profile's q / p50 spread."""
         e, c = self.exits[name], self.config
         q = c.quantile if q is None else q
-        p50, spread = self._profiled(name, seconds)
-        if q == 0.5:
-            spread = 1.0
-        return p50 * e.service.tail(q, now, c.half_life_s, 1.0, c.prior_weight, spread)
+        spread = 1.0 if q == 0.5 else self._profiled(name, seconds)[1]
+        return e.cost.tail(q, now, c.half_life_s, 1.0, c.prior_weight, spread)
+
+    def service_ms(self, name: str, seconds: float, now: float, q: float | None = None) -> float:
+        """Model time of one clip of ``seconds`` at quantile ``q`` (default: the planning one)."""
+        return self.p50(name, seconds) * self.cost(name, seconds, now, q)
 
     def overhead_ms(self, name: str, now: float, q: float | None = None) -> float:
         e, c = self.exits[name], self.config
@@ -313,24 +316,20 @@ class LoadState:
         return max(e.in_flight, reported) / max(e.replicas, seen, 1)
 
     def wait_ms(self, name: str, seconds: float, now: float, ahead: float | None = None, q: float | None = None) -> float:
+        """Queue wait: the work of the requests ahead, one clip's cost each."""
         ahead = self.ahead(name, now) if ahead is None else ahead
-        if ahead <= 0:
-            return 0.0
-        e, c = self.exits[name], self.config
-        unit = e.wait.tail(c.quantile if q is None else q, now, c.half_life_s, 1.0, c.prior_weight)
-        return ahead * unit * self.p50(name, seconds)
+        return ahead * self.service_ms(name, seconds, now, q) if ahead > 0 else 0.0
 
     def estimate(self, name: str, seconds: float, now: float) -> Estimate:
-        """Expected latency at the planning quantile: the parts' medians plus their tails
-        (q-value - median) added in quadrature, as independent delays add; summing three
-        p95s would plan on something far rarer than a p95."""
+        """Expected latency at the planning quantile: medians plus tails in quadrature (the
+        queue's tail grows with the square root of the requests in it)."""
         ahead = self.ahead(name, now)
         service, service_m = self.service_ms(name, seconds, now), self.service_ms(name, seconds, now, 0.5)
-        wait, wait_m = self.wait_ms(name, seconds, now, ahead), self.wait_ms(name, seconds, now, ahead, 0.5)
         overhead, overhead_m = self.overhead_ms(name, now), self.overhead_ms(name, now, 0.5)
-        tails = (max(service - service_m, 0.0), max(wait - wait_m, 0.0), max(overhead - overhead_m, 0.0))
-        total = service_m + wait_m + overhead_m + math.sqrt(sum(t * t for t in tails))
-        return Estimate(name, total, service, wait, overhead, ahead)
+        spread = max(service - service_m, 0.0)
+        tail = math.sqrt((1.0 + ahead) * spread * spread + max(overhead - overhead_m, 0.0) ** 2)
+        total = overhead_m + (1.0 + ahead) * service_m + tail
+        return Estimate(name, total, service, ahead * service, overhead, ahead)
 
     def resume_estimate(self, current: str, name: str, seconds: float, now: float) -> Estimate:
         """Continuing from ``current``'s block output: only the blocks in between are paid."""
@@ -497,17 +496,19 @@ class LoadState:
         queue_ms: float,
         replica: str | None = None,
         depth: int | None = None,
+        batch_size: int = 1,
+        batch_audio_s: float | None = None,
     ) -> None:
-        """A call came back with an answer: learn from it, clear failures."""
+        """A call came back with an answer: learn from it, clear failures. ``batch_size``
+        and ``batch_audio_s`` (clips x the longest) describe the batch it ran in."""
         e = self._close(ticket)
         if e is None:
             return
         call_ms = (now - ticket.sent) * 1000.0
-        p50 = self.p50(e.name, ticket.seconds)
         if not ticket.resumed:  # a resumed call runs fewer blocks than the profile timed
-            e.service.add(now, compute_ms / p50)
-        if ticket.ahead >= 1.0:
-            e.wait.add(now, queue_ms / ticket.ahead / p50)
+            n = max(batch_size, 1)
+            padded = batch_audio_s / n if batch_audio_s else ticket.seconds
+            e.cost.add(now, compute_ms / (n * self.p50(e.name, padded)))
         e.overhead.add(now, max(call_ms - queue_ms - compute_ms, 0.0))
         if replica is not None and depth is not None:
             e.reports[replica] = (now, depth)
@@ -530,11 +531,8 @@ class LoadState:
             self.missed(now)
         waited = (now - ticket.sent) * 1000.0
         lower = max(waited - self.overhead_ms(e.name, now), 0.0)
-        if not ticket.resumed:  # at least this long: counted as the queue it was stuck in
-            if ticket.ahead >= 1.0:
-                e.wait.add(now, lower / ticket.ahead / self.p50(e.name, ticket.seconds))
-            else:
-                e.service.add(now, lower / self.p50(e.name, ticket.seconds))
+        if not ticket.resumed:  # at least this long for its work and the work ahead of it
+            e.cost.add(now, lower / ((1.0 + ticket.ahead) * self.p50(e.name, ticket.seconds)))
         if e.probation:  # its trial call did not come back: eject again
             self._eject(e, now)
 
@@ -593,7 +591,8 @@ class LoadState:
                 "in_flight": e.in_flight,
                 "ahead_per_replica": round(est.ahead, 3),
                 "replicas_seen": sum(1 for t, _ in e.reports.values() if now - t <= self.config.replica_ttl_s),
-                "observations": len(e.service),
+                "cost": round(self.cost(n, seconds, now, 0.5), 3),
+                "observations": len(e.cost),
                 "failures_in_a_row": e.failures,
             }
         return out

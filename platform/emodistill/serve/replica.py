@@ -71,6 +71,8 @@ class ExitAnswer:
     queue_ms: float  # arrival -> its batch started
     compute_ms: float  # model time of its batch
     expired: bool = False
+    batch_size: int = 0  # clips in its batch
+    batch_audio_s: float = 0.0  # padded audio seconds of its batch (clips x the longest)
     state_ref: Any = None  # the block output as an object reference (Serve), instead of prediction.state
 
 
@@ -249,12 +251,15 @@ class ExitWorker:
         s.largest_batch = max(s.largest_batch, len(batch))
         s.largest_batch_audio_s = max(s.largest_batch_audio_s, len(batch) * max(c.audio_s for c in batch))
         self._pending -= len(batch)
+        padded = len(batch) * max(c.audio_s for c in batch)
         for c, pred in zip(batch, preds):
             if not c.return_state:
                 pred.state = None
             if not c.future.done():
                 queue_ms = (start - c.arrived) * 1000.0
-                c.future.set_result(ExitAnswer(pred, self.replica, self._pending, queue_ms, compute_ms))
+                c.future.set_result(
+                    ExitAnswer(pred, self.replica, self._pending, queue_ms, compute_ms, batch_size=len(batch), batch_audio_s=padded)
+                )
 
     def _model(self, kind: str, payloads: list, want_state: bool) -> list[Prediction]:
         if self.nice and threading.get_native_id() not in self._niced:  # per thread on Linux

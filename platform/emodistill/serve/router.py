@@ -388,7 +388,8 @@ class Router:
             self.policy.reported(name, answer.replica, answer.depth, now)
             raise ExitCallError(EXPIRED, f"{name} dropped the call: its deadline passed in the queue")
         self.policy.answered(
-            ticket, now, compute_ms=answer.compute_ms, queue_ms=answer.queue_ms, replica=answer.replica, depth=answer.depth
+            ticket, now, compute_ms=answer.compute_ms, queue_ms=answer.queue_ms, replica=answer.replica,
+            depth=answer.depth, batch_size=answer.batch_size, batch_audio_s=answer.batch_audio_s,
         )
         timings.append((name, (now - start) * 1000.0))
         return answer
