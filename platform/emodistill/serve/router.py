@@ -61,7 +61,7 @@ from emodistill.serve.policy import (
     LoadState,
     NoExitFits,
 )
-from emodistill.serve.predictor import Prediction, decode_clip
+from emodistill.serve.predictor import Prediction
 from emodistill.serve.replica import ExitAnswer, ExitWorker
 from emodistill.serve.requests import ApiError, Sla
 
@@ -174,9 +174,6 @@ class Router:
         self._probe_clip = np.random.default_rng(0).normal(0, 0.01, SAMPLE_RATE).astype(np.float32)
 
     # ---- one request ------------------------------------------------------------------
-    def decode(self, data: bytes) -> np.ndarray:
-        return decode_clip(data, self.args.min_audio_seconds, self.args.max_audio_seconds)
-
     async def predict(self, wave: np.ndarray, sla: Sla, started: float | None = None) -> tuple[dict, list[tuple[str, float]]]:
         """Answer one decoded clip under ``sla`` from the arrival time ``started``
         (``time.perf_counter()``): (response body, server timings [(name, ms)]).
