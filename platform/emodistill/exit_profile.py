@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import platform as _platform
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from statistics import NormalDist
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -120,6 +122,21 @@ class ExitEntry(Config):
             (s0, l0), (s1, l1) = points[i - 1], points[i]
         slope = (l1 - l0) / (s1 - s0) if s1 != s0 else 0.0
         return max(l0 + slope * (seconds - s0), 0.1 * points[0][1])
+
+    def latency_quantile(self, seconds: float, q: float) -> float:
+        """Latency at ``seconds`` at any quantile ``q`` in [0.5, 0.999]: p50 plus the p95 - p50
+        spread scaled by the normal quantile ratio z(q) / z(0.95) (q = 0.95 gives p95, 0.99
+        about p50 + 1.41 x (p95 - p50)). Planning on p99 from a file that holds p50 and p95."""
+        if not 0.5 <= q <= 0.999:
+            raise ValueError(f"quantile {q} is outside [0.5, 0.999]")
+        p50, p95 = self.latency_at(seconds, "p50"), self.latency_at(seconds, "p95")
+        return p50 + (p95 - p50) * _z(q) / _z(0.95)
+
+
+@lru_cache(maxsize=64)
+def _z(q: float) -> float:
+    """The standard normal quantile (the spread of a tail quantile relative to p95's)."""
+    return NormalDist().inv_cdf(q)
 
 
 class ExitProfile(Config):

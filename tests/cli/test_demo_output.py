@@ -50,9 +50,9 @@ def test_the_demo_shows_our_own_lines_only(demo):
     assert not noisy, "\n".join(noisy[:20])
     text = "\n".join(lines)
     for expected in ["[3/5] self-distillation", "epoch 1/2: loss", "epoch 2/2: loss", "Done in",
-                     "| exit_4 ", "| realtime ", "serve run serve_configs/local.yaml", "mlruns/"]:
+                     "| exit_7 ", "| realtime ", "serve run serve_configs/local.yaml", "mlruns/"]:
         assert expected in text, expected
-    assert re.search(r"epoch 2/2: .*val UAR exit_1 [\d.]+ exit_2 [\d.]+ exit_3 [\d.]+ exit_4 [\d.]+", text)
+    assert re.search(r"epoch 2/2: .*val UAR exit_1 [\d.]+ exit_3 [\d.]+ exit_5 [\d.]+ exit_7 [\d.]+", text)
     # Ray's output went to the run's log file instead
     log = (root / "ray.log").read_text()
     assert re.search(r"pid=\d+", log) and "Dataset" in log
@@ -69,9 +69,9 @@ def test_the_training_run_reads_back_from_mlflow(demo):
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
     params = run.data.params
-    assert params["optim.epochs"] == "2" and params["model.exits"] == "[1, 2, 3]"
+    assert params["optim.epochs"] == "2" and params["model.exits"] == "[1, 3, 5]"
     assert "loss.kd_weight" in params and params["data.dataset"] == str(root / "data")
-    for name in ["exit_1", "exit_2", "exit_3", "exit_4"]:
+    for name in ["exit_1", "exit_3", "exit_5", "exit_7"]:
         history = client.get_metric_history(run.info.run_id, f"val/{name}/uar")
         assert sorted(m.step for m in history) == [1, 2], (name, history)
         assert f"test/{name}/uar" in run.data.metrics
