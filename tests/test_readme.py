@@ -45,7 +45,7 @@ def test_the_readme_stays_short_and_leads_with_what_it_is():
     lines = README.splitlines()
     assert len(lines) <= 200, len(lines)
     headings = [line for line in lines if line.startswith("## ")]
-    assert headings[:3] == ["## What it needs", "## Start", "## Your own corpus and backbone"], headings
+    assert headings[:4] == ["## What it needs", "## Start", "## What it gives you", "## Your own corpus and backbone"], headings
     assert README.index("Speech emotion recognition") < README.index("make demo")
 
 
