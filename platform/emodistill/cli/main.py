@@ -253,6 +253,13 @@ def demo(
     run_demo(config=config, root=root)
 
 
+from emodistill.cli.export import export as _export  # noqa: E402
+from emodistill.cli.predict import predict as _predict  # noqa: E402
+
+app.command("predict")(_predict)
+app.command("export")(_export)
+
+
 def main() -> None:
     """Console entry: known user errors print one line, not a traceback."""
     import sys
