@@ -231,7 +231,7 @@ def _stage_for_budget(cfg: ExportConfig, ckpt_config, work: Path, calibration: C
     exits = sort_exits(ckpt_config.model.heads)
     if cfg.format != "onnx":  # torch runtimes: every exit timed at once from random weights
         measured = measure_exits(ckpt_config, exits, cfg.device, "bf16" if cfg.quantize == "bf16" else "fp32",
-                                 cfg.budget_seconds, warmup=2, repeats=10)
+                                 cfg.budget_seconds, warmup=1, repeats=cfg.repeats)
         latency = {n: s["p95"] for n, s in measured.items()}
         for n in exits:
             trace.append(f"{n}: {latency[n]:.1f} ms")
@@ -241,7 +241,7 @@ def _stage_for_budget(cfg: ExportConfig, ckpt_config, work: Path, calibration: C
     latency = {}
     for n in reversed(exits):  # deepest first: stop at the first that fits
         staged = _stage(cfg, n, work / n, calibration)
-        latency[n] = time_runtimes({n: staged.runtime}, cfg.budget_seconds, warmup=2, repeats=10)[n]["p95"]
+        latency[n] = time_runtimes({n: staged.runtime}, cfg.budget_seconds, warmup=1, repeats=cfg.repeats)[n]["p95"]
         fits = latency[n] <= cfg.budget_ms
         trace.append(f"{n}: {latency[n]:.1f} ms")
         log(f"budget {cfg.budget_ms:g} ms: {n} {latency[n]:.1f} ms ({staged.runtime.name}) {'fits' if fits else 'over'}")
