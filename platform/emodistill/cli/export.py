@@ -25,6 +25,7 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice)."),
     verify_clips: int = typer.Option(256, min=4, help="Most evaluation clips to verify on."),
+    repeats: int = typer.Option(20, min=3, help="Timed runs of the exported model (after warm-up)."),
 ) -> None:
     """Export one exit's cut model, verify it against the checkpoint, measure it, and
     write a directory a Hugging Face user recognises."""
@@ -32,7 +33,7 @@ def export(
 
     cfg = ExportConfig(
         checkpoint=checkpoint, out=out, exit=exit, budget_ms=budget_ms, budget_seconds=budget_seconds, device=device,
-        format=format, quantize=quantize, int8_convs=int8_convs, exporter=exporter, overwrite=overwrite, threads=threads, verify_clips=verify_clips,
+        format=format, quantize=quantize, int8_convs=int8_convs, exporter=exporter, overwrite=overwrite, threads=threads, verify_clips=verify_clips, repeats=repeats,
     )
     try:
         run_export(cfg, log=typer.echo)
