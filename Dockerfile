@@ -1,5 +1,6 @@
 # The emodistill image: Ray (CUDA, Python 3.11) with the project installed and the
-# repository at /app. Every manifest in k8s/ runs this one image:
+# repository at /app. Every Ray container of k8s/ runs this one image (another registry or
+# tag: `images:` in k8s/overlays/<overlay>/kustomization.yaml):
 #
 #   docker build -t ghcr.io/emodistill/emodistill:0.1.0 .
 #   docker push ghcr.io/emodistill/emodistill:0.1.0

@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean serve tune-demo
+.PHONY: demo test install clean serve tune-demo schemas
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ tune-demo: $(STAMP)
 	$(BIN)/emodistill synth runs/tune-demo/corpus
 	$(BIN)/emodistill ingest runs/tune-demo/corpus runs/tune-demo/data --folds 4
 	$(BIN)/emodistill tune --config jobs/configs/tune_demo_cpu.yaml
+
+# the JSON Schemas of the config files (schemas/*.schema.json), from the pydantic models
+schemas: $(STAMP)
+	$(BIN)/emodistill config schema --out schemas
 
 # serve runs/demo/checkpoint (from `make demo`) on 127.0.0.1:8000 until Ctrl-C
 serve: $(STAMP)

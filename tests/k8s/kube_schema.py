@@ -23,6 +23,7 @@ Two Kubernetes keywords are enforced by an extended validator: `x-kubernetes-lis
 named alike; `set`: no duplicate items) and the `int32`/`int64`/`byte` formats. CEL rules
 (`x-kubernetes-validations`) are not evaluated.
 
+Besides KubeRay's, the Prometheus Operator's PodMonitor CRD is vendored the same way.
 Plain objects (Secret, ConfigMap) are checked against small strict schemas written here.
 Messages name the path the way kubectl does: `unknown field "spec.shutdownAfterJobFinish"`,
 `spec.rayClusterSpec.workerGroupSpecs[0].replicas: 'two' is not of type 'integer'`.
@@ -216,11 +217,14 @@ def describe(error: ValidationError) -> list[str]:
 class ManifestValidator:
     """Validates manifest documents: Ray CRDs by their vendored schemas, plain objects here."""
 
-    def __init__(self, crd_schemas: dict[str, dict]):
-        """``crd_schemas``: kind (RayCluster, ...) -> the CRD's v1 openAPIV3Schema."""
+    def __init__(self, crd_schemas: dict):
+        """``crd_schemas``: (apiVersion, kind) -> the CRD's openAPIV3Schema of that version;
+        a bare kind (RayCluster, ...) means apiVersion ray.io/v1."""
         self._validators = {
-            (RAY_API_VERSION, kind): KubeValidator(strict_schema(schema), format_checker=FORMATS)
-            for kind, schema in crd_schemas.items()
+            (key if isinstance(key, tuple) else (RAY_API_VERSION, key)): KubeValidator(
+                strict_schema(schema), format_checker=FORMATS
+            )
+            for key, schema in crd_schemas.items()
         }
         for key, schema in PLAIN_SCHEMAS.items():
             KubeValidator.check_schema(schema)

@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
+
+from emodistill import __version__
+from emodistill.cli.config_cmd import config_app
+from emodistill.data.corpora import FORMATS
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Fast yet effective speech emotion recognition with self-distillation, on Ray.",
 )
+app.add_typer(config_app, name="config")
+FormatChoice = Literal[FORMATS]  # type: ignore[valid-type]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"emodistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Fast yet effective speech emotion recognition with self-distillation, on Ray."""
 
 
 def _parse_blocks(text: str | None) -> list[int] | None:
@@ -94,7 +115,7 @@ def synth(
 def ingest(
     source: str = typer.Argument(..., help="Corpus root: local directory or s3:// prefix."),
     dest: str = typer.Argument(..., help="Dataset directory or s3:// prefix to write."),
-    format: str = typer.Option("auto", "--format", help="auto, csv, ravdess, crema-d, emodb, iemocap or esd."),
+    format: FormatChoice = typer.Option("auto", "--format", help="Corpus layout (auto: detect it)."),
     labels: Optional[str] = typer.Option(
         None, help="Label mapping: a preset (iemocap4, basic4), a YAML file, or from=to pairs ('-' drops)."
     ),
