@@ -9,6 +9,8 @@ import typer
 
 from emodistill import __version__
 from emodistill.cli.config_cmd import config_app
+from emodistill.cli.export import export as export_cmd
+from emodistill.cli.predict import predict as predict_cmd
 from emodistill.data.corpora import FORMATS
 
 app = typer.Typer(
@@ -274,11 +276,8 @@ def demo(
     run_demo(config=config, root=root)
 
 
-from emodistill.cli.export import export as _export  # noqa: E402
-from emodistill.cli.predict import predict as _predict  # noqa: E402
-
-app.command("predict")(_predict)
-app.command("export")(_export)
+app.command("predict")(predict_cmd)  # defined in their own modules (cli/predict.py, cli/export.py)
+app.command("export")(export_cmd)
 
 
 def main() -> None:
