@@ -157,7 +157,11 @@ class OnnxRuntime(_GraphRuntime):
         precision: Precision = "fp32",
         device: str = "cpu",
         threads: int | None = None,
+        spin: bool = False,
     ):
+        """``spin``: let idle intra-op threads busy-wait for the next call (onnxruntime's
+        default). Off here: on a CPU shared with other replicas, torch or decoding threads,
+        spinning threads take the cores the others need (and skew side-by-side timings)."""
         import onnxruntime as ort
 
         self.device = check_device(device)
@@ -165,8 +169,11 @@ class OnnxRuntime(_GraphRuntime):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: no "initializer appears in graph inputs" noise
+        options.enable_profiling = False  # never onnxruntime_profile__*.json in the working directory
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
         providers = ["CPUExecutionProvider"]
         if self.device != "cpu":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
