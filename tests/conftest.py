@@ -196,6 +196,48 @@ def served_checkpoint(tiny_dataset, tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def trained_checkpoint(tiny_dataset, tmp_path_factory):
+    """The tiny model (exits 1..3 + teacher 4, mean heads) trained in-process for a few
+    dozen steps on folds 0-1 of ``tiny_dataset``, fold 2 held out, with the metadata a
+    trained checkpoint carries. int8/bf16 checks need its margins: a random-init model
+    answers every clip with near-ties, so any rounding flips answers."""
+    import numpy as np
+
+    from emodistill.checkpoint import save_checkpoint
+    from emodistill.data.batching import BatchOptions, pad_batch, prepare
+    from emodistill.data.rows import load_arrays
+    from emodistill.data.schema import read_info
+    from emodistill.model import BackboneConfig, ModelConfig, build_model
+
+    torch.manual_seed(0)
+    labels = read_info(tiny_dataset).labels
+    cfg = ModelConfig(backbone=BackboneConfig(arch="tiny"), exits=[1, 2, 3], student_head="mean", head_dropout=0.0)
+    model = build_model(cfg, labels).train()
+    arrays = load_arrays(tiny_dataset, folds=[0, 1], options=BatchOptions(mode="full"))
+    fixed = BatchOptions(mode="fixed", fixed_samples=19200)  # one shape: no kernel set-up per step
+    waves, ids = [prepare(w, fixed) for w in arrays["waveform"]], np.asarray(arrays["label_id"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        idx = rng.choice(len(waves), size=min(12, len(waves)), replace=False)
+        values, mask = pad_batch([waves[i] for i in idx])
+        out = model(values, mask)
+        target = torch.as_tensor(ids[idx])
+        loss = sum(torch.nn.functional.cross_entropy(e.logits, target) for e in out.exits.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    metadata = {
+        "dataset": tiny_dataset,
+        "train_folds": [0, 1],
+        "val_folds": [2],
+        "epoch": 0,
+        "train_config": {"model": cfg.model_dump(mode="json"), "loss": {"preset": "ce_only"}},
+    }
+    return save_checkpoint(model.eval(), tmp_path_factory.mktemp("trained") / "checkpoint", metadata=metadata)
+
+
 @pytest.fixture
 def s3_explicit(s3_server, monkeypatch):
     """The moto server reachable only through explicit S3Options (endpoint and keys), with

@@ -153,10 +153,10 @@ def serve_and_query(
     row too: the router answers 503 at once when no exit can meet the budget)."""
     import io
 
-    import httpx
     import soundfile as sf
     from ray import serve
 
+    from emodistill.client import ApiError, Client
     from emodistill.data.rows import load_arrays
     from emodistill.data.schema import read_info
     from emodistill.serve.local import start_from_config
@@ -168,35 +168,45 @@ def serve_and_query(
     console.quiet_python_loggers()  # ray.serve's loggers exist now (imported above)
     url = start_from_config(serve_config, [f"checkpoint={checkpoint}"], port=port)
     console.quiet_python_loggers()
+    # no retries: a refusal (503 with Retry-After) is one of the rows shown
+    client = Client(url, timeout=60, max_retries=0)
 
-    def post(i: int, headers: dict) -> tuple[httpx.Response, str]:
-        wave, truth = arrays["waveform"][i], labels[int(arrays["label_id"][i])]
+    def post(i: int, tier: str | None = None, budget_ms: int | None = None):
+        wave = arrays["waveform"][i]
         buf = io.BytesIO()
         sf.write(buf, wave, 16000, format="WAV")
         # X-Request-Start: the deadline runs from when the client sent it, as behind a load balancer
-        headers = {"Content-Type": "audio/wav", "X-Request-Start": f"t={time.time():.6f}", **headers}
-        return httpx.post(f"{url}/v1/predict", content=buf.getvalue(), timeout=60, headers=headers), truth
+        return client.predict(
+            buf.getvalue(), tier=tier, budget_ms=budget_ms, content_type="audio/wav",
+            headers={"X-Request-Start": f"t={time.time():.6f}"},
+        )
 
     rows = []
     try:
         # warm-up traffic: the router learns this machine's latencies (its profile came from
         # `evaluate`, run without Serve's overhead) before the answers that are shown
         for i in range(12):
-            post(i % len(arrays["waveform"]), {"X-Latency-Tier": ["batch", "realtime", "interactive"][i % 3]})
-        queries = [{"X-Latency-Tier": t} for t in ("realtime", "interactive", "batch", "auto")]
-        queries.append({"X-Latency-Budget-Ms": "3"})  # no exit answers in 3 ms: refused at once
-        for i, headers in enumerate(queries):
-            r, truth = post((i * 7) % len(arrays["waveform"]), headers)
-            budget = headers.get("X-Latency-Budget-Ms")
-            if r.status_code != 200:
-                tier = headers.get("X-Latency-Tier") or f"custom ({budget} ms)"
-                error = r.json()["error"]
-                rows.append([tier, budget or "", f"{r.status_code} {error['code']}", "", "", "", truth, "", ""])
+            try:
+                post(i % len(arrays["waveform"]), tier=["batch", "realtime", "interactive"][i % 3])
+            except ApiError:
+                pass
+        queries = [{"tier": t} for t in ("realtime", "interactive", "batch", "auto")]
+        queries.append({"budget_ms": 3})  # no exit answers in 3 ms: refused at once
+        for i, query in enumerate(queries):
+            index = (i * 7) % len(arrays["waveform"])
+            truth = labels[int(arrays["label_id"][index])]
+            budget = query.get("budget_ms")
+            try:
+                answer = post(index, **query)
+            except ApiError as err:
+                tier = query.get("tier") or f"custom ({budget} ms)"
+                rows.append([tier, budget or "", f"{err.status} {err.code}", "", "", "", truth, "", ""])
                 continue
-            body = r.json()
+            body = answer.body
             tier = body["tier"] if body["tier"] != "custom" else f"custom ({budget} ms)"
             rows.append([tier, body["budget_ms"], 200, body["exit"], body["degraded"], body["late"], truth,
                          body["label"], body["latency_ms"]])
     finally:
+        client.close()
         serve.shutdown()
     return rows

@@ -63,6 +63,11 @@ class DeviceInfo(Config):
         """True when numbers measured on ``other`` hold here (same kind, name and threads)."""
         return (self.kind, self.name, self.threads) == (other.kind, other.name, other.threads)
 
+    def describe(self) -> str:
+        """One line for people: ``cpu, AMD EPYC 9454 (2 threads)`` / ``cuda, NVIDIA H100``."""
+        text = f"{self.kind}, {self.name or 'unknown'}"
+        return f"{text} ({self.threads} threads)" if self.kind == "cpu" and self.threads else text
+
     @classmethod
     def current(cls, device: str = "cpu") -> DeviceInfo:
         """This process' device (``device``: ``cpu`` or ``cuda[:n]``)."""
@@ -190,6 +195,17 @@ class ExitProfile(Config):
                 "re-run `emodistill evaluate` on this checkpoint"
             )
         return self.model_copy(update={"exits": {n: e for n, e in self.exits.items() if n in set(names)}})
+
+    def with_latency(self, name: str, latency_ms: Mapping[str, LatencyStats | Mapping[str, float]]) -> ExitProfile:
+        """This profile with ``name``'s latencies (clip seconds as text -> p50/p95 ms)
+        replaced: what a serve replica measured at start-up where the profile's numbers do
+        not hold (another device, thread count or runtime)."""
+        if name not in self.exits:
+            raise KeyError(name)
+        old = self.exits[name]
+        latency = {f"{float(s):g}": LatencyStats.model_validate(v) for s, v in latency_ms.items()}
+        entry = ExitEntry(block=old.block, uar=old.uar, latency_ms=latency)
+        return self.model_copy(update={"exits": {**self.exits, name: entry}})
 
     def latency_at(self, seconds: float, quantile: Quantile = "p95") -> dict[str, float]:
         """{exit: ms} at one clip length."""

@@ -9,6 +9,8 @@ import typer
 
 from emodistill import __version__
 from emodistill.cli.config_cmd import config_app
+from emodistill.cli.export import export as export_cmd
+from emodistill.cli.predict import predict as predict_cmd
 from emodistill.data.corpora import FORMATS
 
 app = typer.Typer(
@@ -56,6 +58,7 @@ def profile(
     student_head: str = typer.Option("gru", help="Head type of the student exits: gru, lstm, conv or mean."),
     teacher_head: str = typer.Option("mean", help="Head type of the deepest exit."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch intra-op threads (default: torch's choice)."),
+    device: str = typer.Option("cpu", help="Where to time: cpu, cuda or cuda:<n> (CUDA calls synchronised)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Cut the model at every exit and measure parameters and batch-1 latency of each."""
@@ -80,7 +83,7 @@ def profile(
         ModelConfig(backbone=bb, exits=blocks, student_head=student_head, teacher_head=teacher_head), labels, depth
     ))
     names = [exit_name(b) for b in blocks]
-    report = profile_exits(model, names, seconds=seconds, warmup=warmup, repeats=repeats)
+    report = profile_exits(model, names, seconds=seconds, warmup=warmup, repeats=repeats, device=device)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -239,6 +242,9 @@ def tune(
         None, "--resume/--no-resume", help="Continue the sweep stored under its name (default: when it exists)."
     ),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)."),
+    device: Optional[str] = typer.Option(
+        None, help="Where the driver times the exits when there is no latency_profile: cpu, cuda or cuda:<n> (sets latency_device)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own log lines too (they always go to the run's log file)."),
     track: bool = typer.Option(True, "--tracking/--no-tracking", help="Record an MLflow run (MLFLOW_TRACKING_URI, else <storage_path>/mlruns)."),
 ) -> None:
@@ -246,7 +252,7 @@ def tune(
     arguments are key=value overrides of the sweep config."""
     from emodistill.tune.config import SweepConfig
 
-    cfg = SweepConfig.from_yaml(config, list(ctx.args))
+    cfg = SweepConfig.from_yaml(config, list(ctx.args) + ([f"latency_device={device}"] if device else []))
     from emodistill.evaluate.objectives import OBJECTIVES
     from emodistill.train.preflight import preflight
 
@@ -286,6 +292,7 @@ def evaluate(
     repeats: int = typer.Option(20, min=1, help="Timed runs per exit and clip length."),
     latency_seconds: str = typer.Option("1,3,6", help="Clip lengths (s) at which latency is profiled."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads while timing."),
+    device: str = typer.Option("cpu", help="Where latency is measured: cpu, cuda or cuda:<n> (recorded in exit_profile.json)."),
     full_clips: bool = typer.Option(
         False, "--full-clips", help="Evaluate whole clips instead of the checkpoint's own preprocessing."
     ),
@@ -306,6 +313,7 @@ def evaluate(
         repeats=repeats,
         latency_seconds=[float(s) for s in latency_seconds.split(",") if s.strip()],
         threads=threads,
+        device=device,
         preprocessing="full" if full_clips else "checkpoint",
         baseline=baseline,
     )
@@ -336,6 +344,10 @@ def demo(
     console.set_verbose(verbose)
     run_demo(config=config, root=root, serve_config=serve_config if serve else None, overrides=list(overrides or []),
              synth={"speakers": speakers, "utterances": utterances}, port=port)
+
+
+app.command("predict")(predict_cmd)  # defined in their own modules (cli/predict.py, cli/export.py)
+app.command("export")(export_cmd)
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ the eGeMAPS floor, on the run's test speakers.
     how prepared    the checkpoint's own preprocessing (e.g. the paper's fixed 5.984 s
                     windows), or --full-clips
     per exit        UAR, WA, macro-F1, confusion; latency of the cut model (batch 1,
-                    warm-up, p50 / p95) at every clip length asked
+                    warm-up, p50 / p95) at every clip length asked, on --device
+                    (CUDA calls synchronised; the device and CPU threads recorded)
     the floor       eGeMAPS functionals + logistic regression trained on the run's own
                     training speakers, scored on the same clips, timed on the same clip
     policies        the paper's fusion and early-exit threshold sweeps, each timed as the
@@ -33,7 +34,7 @@ from emodistill.data.batching import BatchOptions, pad_batch
 from emodistill.data.folds import Part, Selection, part_of
 from emodistill.data.rows import load_arrays
 from emodistill.data.schema import read_info
-from emodistill.evaluate.latency import time_interleaved
+from emodistill.evaluate.latency import check_device, time_interleaved
 from emodistill.evaluate.metrics import classification_metrics, exit_metrics
 from emodistill.evaluate.objectives import objectives_of
 from emodistill.evaluate.policies import early_exit, fusion_predictions
@@ -58,6 +59,7 @@ class EvaluateConfig(Config):
     repeats: int = Field(20, ge=1, description="Timed runs per exit and clip length.")
     warmup: int = Field(3, ge=0, description="Untimed runs first.")
     threads: int | None = Field(None, ge=1, description="torch threads while timing (default: torch's choice).")
+    device: str = Field("cpu", description="Where latency is measured: cpu, cuda or cuda:<n> (recorded in exit_profile.json).")
     thresholds: int = Field(21, ge=2, description="Points of each early-exit threshold sweep.")
     s3: S3Options = Field(default_factory=S3Options, description="S3 settings.")
     preprocessing: str = Field(
@@ -156,21 +158,24 @@ def baseline_report(
 
 
 @torch.inference_mode()
-def profile_latency(model, seconds: list[float], repeats: int, warmup: int) -> dict[str, dict[str, dict[str, float]]]:
-    """{exit: {"<seconds>": {"p50", "p95"}}}: batch-1 latency of each cut model (ms)."""
-    cuts = {name: model.cut(name).eval() for name in model.exit_names}
+def profile_latency(
+    model, seconds: list[float], repeats: int, warmup: int, device: str = "cpu"
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{exit: {"<seconds>": {"p50", "p95"}}}: batch-1 latency of each cut model on ``device`` (ms)."""
+    device = check_device(device)
+    cuts = {name: model.cut(name).to(device).eval() for name in model.exit_names}
     table: dict[str, dict[str, dict[str, float]]] = {name: {} for name in cuts}
     gen = torch.Generator().manual_seed(0)
     for length in seconds:
-        clip = torch.randn(1, int(length * 16000), generator=gen) * 0.1
-        stats = time_interleaved({n: (lambda c=c: c(clip)) for n, c in cuts.items()}, warmup, repeats)
+        clip = (torch.randn(1, int(length * 16000), generator=gen) * 0.1).to(device)
+        stats = time_interleaved({n: (lambda c=c: c(clip)) for n, c in cuts.items()}, warmup, repeats, device)
         for name, s in stats.items():
             table[name][f"{length:g}"] = {"p50": round(s["latency_ms_p50"], 3), "p95": round(s["latency_ms_p95"], 3)}
     return table
 
 
 @torch.inference_mode()
-def profile_policies(model, seconds: float, repeats: int, warmup: int) -> dict[str, dict[str, float]]:
+def profile_policies(model, seconds: float, repeats: int, warmup: int, device: str = "cpu") -> dict[str, dict[str, float]]:
     """Batch-1 latency (ms) of the paths the multi-exit policies run, timed as they run:
 
     ``cascade:<exit>``: a clip that stops at <exit> after passing every shallower exit
@@ -179,12 +184,13 @@ def profile_policies(model, seconds: float, repeats: int, warmup: int) -> dict[s
     head). The cut model of each exit is timed alongside, so the table shows what the
     passed heads cost."""
     names = model.exit_names
-    clip = torch.randn(1, int(seconds * 16000), generator=torch.Generator().manual_seed(1)) * 0.1
-    fns = {f"cut:{n}": (lambda c=model.cut(n).eval(): c(clip)) for n in names}
+    model = model.to(device)
+    clip = (torch.randn(1, int(seconds * 16000), generator=torch.Generator().manual_seed(1)) * 0.1).to(device)
+    fns = {f"cut:{n}": (lambda c=model.cut(n).to(device).eval(): c(clip)) for n in names}
     fns.update({f"cascade:{n}": (lambda k=names[: i + 1]: model(clip, exits=k)) for i, n in enumerate(names)})
     if len(names) > 2:
         fns["fusion"] = lambda: model(clip, exits=names[:-1])
-    stats = time_interleaved(fns, warmup, repeats)
+    stats = time_interleaved(fns, warmup, repeats, device)
     return {k: {"p50": round(v["latency_ms_p50"], 3), "p95": round(v["latency_ms_p95"], 3)} for k, v in stats.items()}
 
 
@@ -194,6 +200,7 @@ def profile_policies(model, seconds: float, repeats: int, warmup: int) -> dict[s
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = check_device(cfg.device)  # before any work: a missing GPU fails here
     loaded = load_checkpoint(cfg.checkpoint, s3=cfg.s3)
     model, training = loaded.model, loaded.config.training
     info = read_info(cfg.dataset, cfg.s3)
@@ -217,10 +224,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
     logits = predict_all(model, waves, cfg.batch_size)
     per_exit = exit_metrics(logits, labels, num_classes)
-    latency = profile_latency(model, cfg.latency_seconds, cfg.repeats, cfg.warmup)
+    latency = profile_latency(model, cfg.latency_seconds, cfg.repeats, cfg.warmup, device)
     median_seconds = float(np.median([w.size for w in waves])) / 16000
     ref = min(cfg.latency_seconds, key=lambda s: abs(s - median_seconds))
-    paths = profile_policies(model, ref, cfg.repeats, cfg.warmup)
+    paths = profile_policies(model, ref, cfg.repeats, cfg.warmup, device)
 
     names = model.exit_names
     exits = {}
@@ -245,6 +252,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 repeats=max(3, cfg.repeats // 4),
             )
 
+    measured_on = DeviceInfo.current(device)
     report = {
         "num_classes": num_classes,
         "labels": model.labels,
@@ -268,6 +276,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         },
         "latency_clip_seconds": ref,
         "hardware": {"machine": _platform.machine(), "processor": _platform.processor(), "torch_threads": torch.get_num_threads()},
+        "device": measured_on.model_dump(),
         "exits": exits,
         "baseline": baseline,
         "policies": policies,
@@ -279,7 +288,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     profile = make_profile(
         model={"name": loaded.name, "version": loaded.version, "checkpoint": str(cfg.checkpoint)},
         labels=model.labels,
-        device=DeviceInfo.current("cpu"),
+        device=measured_on,
         uar={n: exits[n]["uar"] for n in names},
         latency={n: latency[n] for n in names},
         sample_rate=loaded.config.sample_rate,
@@ -330,6 +339,12 @@ def default_out(checkpoint: str) -> str:
 EXIT_HEADERS = ["exit", "block", "UAR", "WA", "macro-F1", "p50 ms", "p95 ms"]
 
 
+def _device_text(report: dict) -> str:
+    if "device" in report:
+        return DeviceInfo.model_validate(report["device"]).describe()
+    return f"{report['hardware']['torch_threads']} threads"  # reports written before the device was recorded
+
+
 def exit_rows(report: dict) -> list[list]:
     """One row per exit, then the eGeMAPS floor (when scored)."""
     rows = [
@@ -357,7 +372,7 @@ def markdown_report(report: dict) -> str:
         "",
         f"checkpoint `{report['checkpoint']}` ({_epoch(tr['epoch'])}); dataset `{ev['dataset']}`, {ev['part']} "
         f"({ev['source']}), {ev['clips']} clips prepared as `{ev['preprocessing']['mode']}`; latency: batch 1, "
-        f"{report['latency_clip_seconds']:g} s clip, {report['hardware']['torch_threads']} threads.",
+        f"{report['latency_clip_seconds']:g} s clip, {_device_text(report)}.",
         "",
         f"- trained on: {tr['part']}; speakers {_speakers(tr['speakers'])}",
         f"- checkpoint selected on ({sel['metric']}): speakers {_speakers(sel['speakers'])}",

@@ -10,8 +10,10 @@
 
 The deployments are thin: the router logic is ``emodistill.serve.router.Router`` (its
 policy ``emodistill.serve.policy.LoadState``), an exit replica is
-``emodistill.serve.replica.ExitWorker`` around ``emodistill.serve.predictor.ExitPredictor``;
-all of them run without Ray.
+``emodistill.serve.replica.ExitWorker`` around ``emodistill.serve.predictor.ExitPredictor``
+(or ``OnnxExitPredictor``: ``runtime: onnxruntime``); all of them run without Ray. A replica
+whose device or runtime is not the exit profile's times itself at start-up (``reprofile``)
+and the router's ``LoadState`` plans with those numbers.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from emodistill.exits import deepest as deepest_exit
 from emodistill.serve.api import make_api
 from emodistill.serve.config import ServeArgs
 from emodistill.serve.policy import ERROR, SATURATED, TIMEOUT, UNAVAILABLE
-from emodistill.serve.predictor import BlockState, ExitPredictor
+from emodistill.serve.predictor import BlockState, make_predictor
 from emodistill.serve.replica import ExitAnswer, ExitWorker, to_wire
 from emodistill.serve.requests import parse_keys
 from emodistill.serve.router import ExitCallError, Router
@@ -60,13 +62,18 @@ class ExitDeployment:
         worker_options: dict,
         state_dtype: str = "float32",
         state_by_reference: bool = True,
+        runtime: str = "torch",
+        onnx_model: str | None = None,
+        profile_device: dict | None = None,
+        profile_seconds: list[float] | None = None,
     ):
         if device == "auto":
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        predictor = ExitPredictor(checkpoint, exit, device=device, threads=threads)
+        predictor = make_predictor(checkpoint, exit, runtime, onnx_model, device=device, threads=threads)
         predictor.warmup()
+        self.measured = reprofile(predictor, device, runtime, profile_device, profile_seconds or [1.0, 3.0])
         self.worker = ExitWorker(predictor, state_dtype=state_dtype, replica=_replica_id(), **worker_options)
         self.by_reference = state_by_reference
 
@@ -93,7 +100,7 @@ class ExitDeployment:
         self.worker.check_health()
 
     def describe(self) -> dict:
-        return self.worker.predictor.describe()
+        return {**self.worker.predictor.describe(), "measured": self.measured}
 
     def stats(self) -> dict:
         """What this replica did with its calls: received, computed, expired, cancelled, failed, batches."""
@@ -103,6 +110,23 @@ class ExitDeployment:
         """Resilience testing: make this replica's next ``calls`` batches ``raise`` or run
         ``slow`` (``delay_s`` more); None clears. Not reachable over HTTP."""
         self.worker.inject_fault(kind, delay_s, calls)
+
+
+def reprofile(predictor, device: str, runtime: str, profile_device: dict | None, seconds: list[float]) -> dict | None:
+    """Time ``predictor`` now when the exit profile was measured elsewhere (another device or
+    thread count) or with another runtime: {"device", "latency_ms": {"<s>": {"p50", "p95"}}};
+    None when the profile's numbers hold here (or re-profiling is off)."""
+    if profile_device is None:
+        return None
+    from emodistill.exit_profile import DeviceInfo
+
+    here, there = DeviceInfo.current(device), DeviceInfo.model_validate(profile_device)
+    if runtime == "torch" and here.same_as(there):
+        return None
+    latency = predictor.measure_latency(seconds)
+    log.info("%s: profile measured on %s, serving %s on %s: re-profiled at start-up: %s",
+             predictor.exit, there.describe(), runtime, here.describe(), latency)
+    return {"device": here.model_dump(), "latency_ms": latency}
 
 
 class HandleExitClient:
@@ -193,6 +217,9 @@ class RouterDeployment:
         # name and version of the weights actually served (the profile may be older)
         deepest = deepest_exit(exits)
         described = {name: await handle.describe.remote() for name, handle in exits.items()}  # also warms the handles
+        for name, d in described.items():
+            if d.get("measured"):  # the replica timed itself: its device or runtime is not the profile's
+                doc = doc.with_latency(name, d["measured"]["latency_ms"])  # LoadState plans with these
         served = described[deepest]
         model = {"name": served["model"], "version": served["version"]}
         if doc.model.get("version") not in (None, served["version"]):
@@ -226,6 +253,18 @@ def _absolute(path: str | None) -> str | None:
     return os.path.abspath(path)
 
 
+def _check_export(uri: str, exit: str, labels: list[str]) -> None:
+    """An ``onnx_model`` must be an ONNX export of this exit with the checkpoint's labels."""
+    from emodistill.inference.package import read_export
+
+    info, _ = read_export(uri)
+    if info.model_format != "onnx":
+        raise ValueError(f"onnx_model {uri} holds a {info.model_format} model; export with --format onnx")
+    if info.exit != exit or list(info.labels) != list(labels):
+        raise ValueError(f"onnx_model {uri} is an export of {info.exit} with labels {info.labels}; "
+                         f"it cannot serve {exit} of a checkpoint with labels {labels}")
+
+
 def default_profile(checkpoint: str) -> str:
     from emodistill.evaluate.report import default_out
 
@@ -247,11 +286,16 @@ def build_app(args: ServeArgs | dict[str, Any]) -> serve.Application:
     if bad:
         raise ValueError(f"per_exit names {bad}, which are not deployed ({exits})")
     profile_text = _read_text(args.profile or default_profile(args.checkpoint))
-    parse_profile(profile_text).only(exits)  # fails here, not in a replica, on a missing exit
+    profile = parse_profile(profile_text).only(exits)  # fails here, not in a replica, on a missing exit
+    profile_device = profile.device.model_dump() if args.reprofile else None
+    profile_seconds = [float(s) for s in next(iter(profile.exits.values())).latency_ms]
     handles = {}
     for name in exits:
         opts = args.options_for(name)
         threads = opts.torch_threads or max(1, int(opts.num_cpus))
+        onnx_model = _absolute(opts.onnx_model) if opts.onnx_model else None
+        if onnx_model:
+            _check_export(onnx_model, name, ckpt.model.labels)
         worker_options = {
             "max_batch_size": opts.max_batch_size,
             "max_batch_audio_s": opts.max_batch_audio_s,
@@ -259,7 +303,8 @@ def build_app(args: ServeArgs | dict[str, Any]) -> serve.Application:
             "nice": opts.nice,
         }
         handles[name] = ExitDeployment.options(**opts.serve_options(name)).bind(
-            args.checkpoint, name, args.device, threads, worker_options, args.cascade.state_dtype, args.cascade.state_by_reference
+            args.checkpoint, name, args.device, threads, worker_options, args.cascade.state_dtype,
+            args.cascade.state_by_reference, opts.runtime, onnx_model, profile_device, profile_seconds,
         )
     return RouterDeployment.options(**args.router.serve_options(args.retry_after_s)).bind(
         args.model_dump(mode="json"), profile_text, ckpt.model.labels, handles
