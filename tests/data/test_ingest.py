@@ -15,6 +15,7 @@ from conftest import tone, write_audio
 from emodistill.data.audio import decode_flac
 from emodistill.data.ingest import IngestConfig, ingest, parse_label_mapping
 from emodistill.data.rows import load_arrays
+from emodistill.serve import hostile
 from emodistill.data.schema import ARROW_SCHEMA, read_info
 
 LABELS = {"angry": 330.0, "happy": 260.0, "sad": 150.0}
@@ -26,6 +27,8 @@ BAD = {
     "zbad/nan.wav": "non_finite",
     "zbad/short.wav": "too_short",
     "zbad/long.wav": "too_long",
+    "zbad/rate_1hz.wav": "sample_rate",  # a header that lies: 30 frames that resample to 30 s
+    "zbad/lying.flac": "sample_rate",  # 655,350 Hz x 8 channels
     "zbad/bored.wav": "dropped_label",
     "zbad/duplicate.wav": "duplicate",
     "zbad/missing.wav": "missing",
@@ -63,6 +66,8 @@ def make_corpus(root, speakers=6, per_label=2):
     write_audio(root / "zbad/nan.wav", nan, subtype="FLOAT")
     write_audio(root / "zbad/short.wav", tone(0.1))
     write_audio(root / "zbad/long.wav", tone(6.0))
+    (root / "zbad/rate_1hz.wav").write_bytes(hostile.wav_at(1))
+    (root / "zbad/lying.flac").write_bytes(hostile.lying_flac())
     write_audio(root / "zbad/bored.wav", tone(1.0, seed=11))
     shutil.copy(root / "wav/spk0/angry_0.wav", root / "zbad/duplicate.wav")
     rows += [(rel, "angry", "spk4") for rel in BAD if rel != "zbad/bored.wav"]

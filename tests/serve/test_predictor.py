@@ -9,8 +9,7 @@ import pytest
 import soundfile as sf
 from conftest import tone
 from emodistill.checkpoint import load_checkpoint
-from emodistill.data.audio import AudioError
-from emodistill.serve.predictor import ExitPredictor, decode_clip
+from emodistill.serve.predictor import ExitPredictor
 
 
 def wav_bytes(wave, rate=16000, fmt="WAV"):
@@ -53,19 +52,3 @@ def test_deeper_exit_resumes_from_the_shallow_state(served_checkpoint):
         p4.resume([shallow[0].state, p1.predict(clips[:1], return_state=True)[0].state.__class__(2, shallow[0].state.hidden)])
 
 
-def test_decode_uses_the_training_decoder_and_refuses_bad_audio():
-    wave = tone(1.0, rate=44100, channels=2)
-    out = decode_clip(wav_bytes(wave, 44100), 0.1, 30.0)
-    assert out.dtype == np.float32 and out.ndim == 1 and abs(out.size - 16000) <= 1
-    silent = decode_clip(wav_bytes(np.zeros(16000, dtype=np.float32)), 0.1, 30.0)  # served, not refused
-    assert silent.size == 16000
-    cases = {
-        b"": "empty",
-        b"this is not audio": "unreadable",
-        wav_bytes(tone(0.05)): "too_short",
-        wav_bytes(tone(3.0)): "too_long",
-    }
-    for data, reason in cases.items():
-        with pytest.raises(AudioError) as err:
-            decode_clip(data, 0.1, 2.0)
-        assert err.value.reason == reason

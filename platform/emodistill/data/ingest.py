@@ -147,8 +147,7 @@ def _process(args: tuple) -> _Decoded | Reject:
         return Reject(path, "empty", "file is empty (0 bytes)")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        wave = audio.decode(data)
-        audio.check(wave, limits)
+        wave = audio.decode_clip(data, limits)  # header limits, capped decoding, then the checks
     except audio.AudioError as err:
         return Reject(path, err.reason, str(err))
     return _Decoded(sha256=digest, flac=audio.encode_flac(wave), num_samples=int(wave.size))

@@ -161,7 +161,7 @@ class EmotionRecognizer:
         if isinstance(audio, (bytes, bytearray, memoryview)):
             if not len(audio):
                 raise AudioError("empty", "the audio is empty (0 bytes)")
-            wave = decode(bytes(audio), SAMPLE_RATE, max_input_seconds=limits.max_seconds)
+            wave = decode(bytes(audio), limits, SAMPLE_RATE)
         elif isinstance(audio, (str, os.PathLike)):
             wave = decode_file(str(audio), limits)
         else:
@@ -212,7 +212,7 @@ def decode_file(uri: str, limits: AudioLimits) -> np.ndarray:
             raise AudioError("not_found", f"no such file: {uri}") from err
         if not data:
             raise AudioError("empty", "the file is empty (0 bytes)")
-        return decode(data, SAMPLE_RATE, max_input_seconds=limits.max_seconds)
+        return decode(data, limits, SAMPLE_RATE)
     path = uri[len("file://"):] if uri.startswith("file://") else uri
     if not os.path.exists(path):
         raise AudioError("not_found", f"no such file: {uri}")
@@ -221,7 +221,7 @@ def decode_file(uri: str, limits: AudioLimits) -> np.ndarray:
     if os.path.getsize(path) == 0:
         raise AudioError("empty", "the file is empty (0 bytes)")
     try:
-        return decode(path, SAMPLE_RATE, max_input_seconds=limits.max_seconds)
+        return decode(path, limits, SAMPLE_RATE)
     except PermissionError as err:
         raise AudioError("unreadable", f"cannot read {uri}: permission denied") from err
 

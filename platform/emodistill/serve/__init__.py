@@ -1,9 +1,12 @@
 """Serving: one Ray Serve deployment per exit behind an SLA router.
 
 - ``config``     ServeArgs, the validated ``args`` of a Serve config
-- ``predictor``  ExitPredictor: decode -> cut model -> probabilities (no Ray)
+- ``predictor``  ExitPredictor: clips -> cut model -> probabilities (no Ray)
 - ``policy``     which exit answers: pure functions of profile, budget and load
-- ``requests``   SLA headers, body types, limits, API keys -> 4xx errors (pure)
-- ``router``     Router + the FastAPI app (no Ray)
+- ``requests``   SLA headers, body types, limits, multipart, request ids -> 4xx errors (pure)
+- ``decoding``   request bodies -> clips on bounded thread pools, off the event loop
+- ``router``     Router: SLA -> exit -> answer (no Ray, no HTTP)
+- ``api``        the FastAPI app: routes, body reading, error model, OpenAPI (no Ray)
+- ``hostile``    hostile payloads and raw clients for the tests and bench/serve_hostile.py
 - ``app``        the deployments and ``build_app``, which serve_configs/*.yaml import
 """

@@ -153,7 +153,7 @@ class RouterDeployment:
         self.router = Router(self.args, profiles, clients, labels, model, metrics=ServeMetrics())
 
     def __serve_build_asgi_app__(self):
-        return make_api(self.router, self.keys)
+        return make_api(self.router, self.keys, echo_request_id=False)  # Ray's proxy sets X-Request-Id
 
 
 def _read_text(uri: str) -> str:

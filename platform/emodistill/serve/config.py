@@ -101,6 +101,45 @@ class RouterOptions(Config):
     num_cpus: float = Field(1.0, ge=0, description="CPUs per router replica (it decodes audio).")
 
 
+class InputLimits(Config):
+    """What one request may send, checked before the work it would cause (hostile input:
+    headers that lie, decode bombs, multipart floods, slow uploads)."""
+
+    min_sample_rate: int = Field(8000, ge=1, description="Lowest sample rate accepted, Hz (422 below).")
+    max_sample_rate: int = Field(192000, ge=1, description="Highest sample rate accepted, Hz (422 above).")
+    max_channels: int = Field(8, ge=1, description="Most channels accepted (422 beyond); they are averaged to mono.")
+    max_decoded_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Most bytes a clip may decode to (frames x channels x 4); decoding stops there (422).",
+    )
+    decode_workers: int = Field(2, ge=1, description="Threads per router replica that decode audio and parse multipart bodies.")
+    decode_queue: int = Field(
+        64, ge=0, description="Jobs waiting for a decode thread beyond which requests get a fast 503 with Retry-After."
+    )
+    long_decode_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=0,
+        description="Clips declared to decode to more than this (frames x channels x 4), or of undeclared "
+        "length, are decoded one at a time on their own thread, so short clips never wait behind them.",
+    )
+    long_decode_queue: int = Field(4, ge=0, description="Long clips waiting for their thread beyond which they get a 503.")
+    body_idle_timeout_s: float = Field(
+        5.0, gt=0, description="Longest pause between two pieces of a request body before it is refused (408)."
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="Longest time to receive a whole request body (408).")
+    multipart_max_parts: int = Field(8, ge=1, description="Most parts a multipart/form-data body may have (400 beyond).")
+    multipart_max_field_bytes: int = Field(
+        64 * 1024, ge=0, description="Largest multipart part other than `file`, bytes (413 beyond)."
+    )
+
+    @model_validator(mode="after")
+    def _rates(self) -> InputLimits:
+        if self.min_sample_rate > self.max_sample_rate:
+            raise ValueError("min_sample_rate exceeds max_sample_rate")
+        return self
+
+
 class ServeArgs(Config):
     """Everything ``build_app`` needs; the ``args`` of a Serve config."""
 
@@ -131,6 +170,9 @@ class ServeArgs(Config):
     )
     max_audio_seconds: float = Field(30.0, gt=0, description="Longest clip accepted, seconds (422 beyond).")
     min_audio_seconds: float = Field(0.1, gt=0, description="Shortest clip accepted, seconds (422 below).")
+    input: InputLimits = Field(
+        default_factory=InputLimits, description="Limits on uploads and audio headers, checked before decoding."
+    )
     api_keys_env: str | None = Field(
         None,
         description="Environment variable holding comma-separated API keys; when set, every "

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from emodistill.checkpoint import load_checkpoint
-from emodistill.data.audio import SAMPLE_RATE, AudioError, AudioLimits, check, decode
+from emodistill.data.audio import SAMPLE_RATE
 from emodistill.data.batching import pad_batch
 from emodistill.model import exit_block
 
@@ -55,19 +55,6 @@ class Prediction:
         """top-1 minus top-2 probability: the cascade's confidence."""
         top = sorted(self.probabilities, reverse=True)
         return float(top[0] - (top[1] if len(top) > 1 else 0.0))
-
-
-def decode_clip(data: bytes, min_seconds: float, max_seconds: float) -> np.ndarray:
-    """Request bytes -> mono float32 at 16 kHz, with the same decoder as training.
-
-    Raises :class:`AudioError` (reason + message) for anything the model cannot take.
-    Silent audio is served (it is a valid, if uninformative, input).
-    """
-    if not data:
-        raise AudioError("empty", "the request body is empty; send an audio file")
-    wave = decode(data, SAMPLE_RATE, max_input_seconds=max_seconds)
-    check(wave, AudioLimits(min_seconds=min_seconds, max_seconds=max_seconds, silence_peak=0.0))
-    return wave
 
 
 class ExitPredictor:
@@ -142,4 +129,4 @@ class ExitPredictor:
         }
 
 
-__all__ = ["AudioError", "BlockState", "ExitPredictor", "Prediction", "decode_clip"]
+__all__ = ["BlockState", "ExitPredictor", "Prediction"]

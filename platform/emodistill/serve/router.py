@@ -36,7 +36,6 @@ from emodistill.serve.predictor import (
     BlockState,
     ExitPredictor,
     Prediction,
-    decode_clip,
 )
 from emodistill.serve.requests import ApiError, Sla
 
@@ -141,9 +140,6 @@ class Router:
         }
 
     # ---- one request ------------------------------------------------------------------
-    def decode(self, data: bytes) -> np.ndarray:
-        return decode_clip(data, self.args.min_audio_seconds, self.args.max_audio_seconds)
-
     async def predict(self, wave: np.ndarray, sla: Sla, started: float | None = None) -> tuple[dict, list[tuple[str, float]]]:
         """Answer one decoded clip under ``sla``: (response body, server timings [(name, ms)])."""
         started = time.perf_counter() if started is None else started
