@@ -17,6 +17,7 @@ runs without Ray too.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import time
 import uuid
@@ -333,6 +334,7 @@ def run_archive(cfg: ArchiveConfig, progress: bool = True) -> ArchiveReport:
     labels = _labels(cfg)
     done = read_done(cfg.out, s3, cfg.retry_rejects)
     init_ray(quiet=True)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our summary line, not the executor's
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     if is_dataset(cfg.source, s3):
