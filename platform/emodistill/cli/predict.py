@@ -42,6 +42,7 @@ def predict(
         None, "--out", help="Archive mode on Ray Data: write Parquet results and rejects here (local or s3://); inputs: a directory, s3:// prefix or ingested dataset."
     ),
     actors: int = typer.Option(1, "--actors", min=1, help="Archive mode: Ray Data actors holding the model."),
+    actor_cpus: float = typer.Option(1.0, "--actor-cpus", min=0.01, help="Archive mode: CPUs per actor (a GPU each with --device cuda)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Clips (or segments) per model call."),
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Progress bar on stderr (default: for directories and globs, on a terminal)."
@@ -64,7 +65,7 @@ def predict(
             raise typer.BadParameter("--out takes one input: a directory, an s3:// prefix or an ingested dataset")
         cfg = ArchiveConfig(
             model=model, source=inputs[0], out=out, exit=exit, budget_ms=budget_ms, device=device, precision=precision,
-            threads=threads, actors=actors, batch_size=batch_size, timeline=timeline, segment=segment, vad=vad,
+            threads=threads, actors=actors, num_cpus=actor_cpus, num_gpus=0.0 if device == "cpu" else 1.0, batch_size=batch_size, timeline=timeline, segment=segment, vad=vad,
             window=window, hop=hop, min_seconds=min_seconds, max_seconds=max_seconds,
         )
         report = run_archive(cfg)
