@@ -160,8 +160,8 @@ class Segmenter:
                 self.pending = np.zeros(0, dtype=np.float32)
             self._fixed_emit(total, out, final=True)
             return out
-        if self.start is not None:
-            self._close(total, total, out)
+        if self.start is not None:  # speech up to the end, or a pause at the end shorter than min_silence
+            self._close(self.temp_end if self.temp_end is not None else total, total, out)
         return out
 
     def keep_from(self) -> int:
