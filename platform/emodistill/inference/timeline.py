@@ -11,7 +11,8 @@
 Audio is decoded block by block (soundfile + soxr's streaming resampler) and dropped as
 soon as no segment still to come needs it, so memory is a few windows of audio however
 long the recording. :func:`iter_timeline` yields each segment as soon as it is classified
-(what a streaming HTTP answer or a Ray Data job consumes). A recording with no speech has
+(what a Ray Data job consumes); :func:`iter_segments` yields the segments' audio
+without a model (what a server that picks an exit per segment consumes). A recording with no speech has
 no segments: an empty timeline, not an error.
 """
 
@@ -98,6 +99,43 @@ def csv_row(s: TimelineSegment, labels: list[str]) -> list:
     return [f"{s.start:.3f}", f"{s.end:.3f}", s.label, s.exit, s.latency_ms, *[s.scores[label] for label in labels]]
 
 
+def iter_segments(
+    audio,
+    options: SegmentOptions = SegmentOptions(),
+    limits: AudioLimits = RECORDING_LIMITS,
+    block_seconds: float = 10.0,
+    state: Timeline | None = None,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(start, end, wave)`` (samples at 16 kHz, the segment's audio) of each segment of a
+    recording, as soon as it is final: no model here, so any classifier (a recognizer, a
+    Serve router choosing an exit per segment) can consume it. ``audio``: a local path,
+    ``s3://`` URI, file bytes or a binary file object. ``state`` (optional) gets the
+    duration and, at the end, the speech regions. Raises
+    :class:`~emodistill.data.audio.AudioError` for input that is not audio (after the
+    segments before the fault, in a stream)."""
+    segmenter = Segmenter(options)
+    buf = np.zeros(0, dtype=np.float32)  # audio from sample `buf_start` on
+    buf_start = 0
+    total = 0
+    with _open(audio) as source:
+        for block in stream(source, limits, SAMPLE_RATE, block_seconds):
+            buf = np.concatenate([buf, block]) if buf.size else block
+            total += block.size
+            for s, e in segmenter.feed(block):
+                yield s, e, buf[s - buf_start: e - buf_start].copy()
+            keep = segmenter.keep_from()
+            if keep > buf_start:  # drop what no segment to come needs
+                buf = buf[keep - buf_start:].copy()
+                buf_start = keep
+            if state is not None:
+                state.duration = round(total / SAMPLE_RATE, 3)
+        for s, e in segmenter.finish(total):
+            yield s, e, buf[s - buf_start: e - buf_start].copy()
+    if state is not None:
+        state.duration = round(total / SAMPLE_RATE, 3)
+        state.speech = [(round(s / SAMPLE_RATE, 3), round(e / SAMPLE_RATE, 3)) for s, e in merge_regions(segmenter.regions)]
+
+
 def iter_timeline(
     recognizer,
     audio,
@@ -107,49 +145,23 @@ def iter_timeline(
     block_seconds: float = 10.0,
     state: Timeline | None = None,
 ) -> Iterator[TimelineSegment]:
-    """Classify a recording segment by segment, yielding each as soon as its batch is done.
+    """Classify a recording segment by segment (:func:`iter_segments`, ``batch_size`` per
+    model call), yielding each as soon as its batch is done."""
+    batch: list[tuple[int, int, np.ndarray]] = []
 
-    ``audio``: a local path, ``s3://`` URI, file bytes or a binary file object. ``state``
-    (optional) is filled with the duration and speech regions as the stream goes.
-    Raises :class:`~emodistill.data.audio.AudioError` for a file that is not audio (after
-    the segments before the fault, in a stream).
-    """
-    segmenter = Segmenter(options)
-    buf = np.zeros(0, dtype=np.float32)  # audio from sample `buf_start` on
-    buf_start = 0
-    total = 0
-    queue: list[tuple[int, int]] = []
-
-    def cut(start: int, end: int) -> np.ndarray:
-        return buf[start - buf_start: end - buf_start]
-
-    def run(batch: list[tuple[int, int]]) -> list[TimelineSegment]:
-        waves = [cut(s, e) for s, e in batch]
-        preds = recognizer.predict_waves(waves)
+    def run() -> list[TimelineSegment]:
+        preds = recognizer.predict_waves([w for _, _, w in batch])
         per = round(preds[0].latency_ms / len(preds), 3) if preds else 0.0
         return [TimelineSegment(round(s / SAMPLE_RATE, 3), round(e / SAMPLE_RATE, 3), p.label, p.scores, p.exit, per)
-                for (s, e), p in zip(batch, preds)]
+                for (s, e, _), p in zip(batch, preds)]
 
-    with _open(audio) as source:
-        for block in stream(source, limits, SAMPLE_RATE, block_seconds):
-            buf = np.concatenate([buf, block]) if buf.size else block
-            total += block.size
-            queue += segmenter.feed(block)
-            while len(queue) >= batch_size:
-                yield from run(queue[:batch_size])
-                queue = queue[batch_size:]
-            keep = min([segmenter.keep_from(), *[s for s, _ in queue]])
-            if keep > buf_start:  # drop what no segment to come needs
-                buf = buf[keep - buf_start:].copy()
-                buf_start = keep
-            if state is not None:
-                state.duration = round(total / SAMPLE_RATE, 3)
-        queue += segmenter.finish(total)
-        for i in range(0, len(queue), batch_size):
-            yield from run(queue[i: i + batch_size])
-    if state is not None:
-        state.duration = round(total / SAMPLE_RATE, 3)
-        state.speech = [(round(s / SAMPLE_RATE, 3), round(e / SAMPLE_RATE, 3)) for s, e in merge_regions(segmenter.regions)]
+    for item in iter_segments(audio, options, limits, block_seconds, state):
+        batch.append(item)
+        if len(batch) >= batch_size:
+            yield from run()
+            batch = []
+    if batch:
+        yield from run()
 
 
 def timeline(recognizer, audio, options: SegmentOptions = SegmentOptions(), limits: AudioLimits = RECORDING_LIMITS,
@@ -207,4 +219,4 @@ def _name(audio) -> str:
     return str(getattr(audio, "name", audio))
 
 
-__all__ = ["RECORDING_LIMITS", "Timeline", "TimelineSegment", "csv_header", "csv_row", "iter_timeline", "timeline"]
+__all__ = ["RECORDING_LIMITS", "Timeline", "TimelineSegment", "csv_header", "csv_row", "iter_segments", "iter_timeline", "timeline"]
