@@ -66,7 +66,7 @@ def test_s3_archive_with_timelines(ray_local, checkpoint, s3, tmp_path):
     results = read_table(cfg.out, "results", S3Options()).to_pandas()
     long = results[results.file.str.endswith("call.wav")].sort_values("start")
     assert len(long) >= 3 and (long.end > long.start).all() and long.segment.tolist() == list(range(len(long)))
-    assert set(results.exit) == {"exit_3"}
+    assert set(results.exit) == {"exit_4"}  # the deepest (the teacher)
     rejects = read_table(cfg.out, "rejects", S3Options()).to_pylist()
     assert [r["reason"] for r in rejects] == ["unreadable"] and rejects[0]["file"].startswith("s3://")
     assert run_archive(cfg, progress=False).skipped == 6
