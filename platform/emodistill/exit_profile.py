@@ -61,6 +61,11 @@ class DeviceInfo(Config):
         """True when numbers measured on ``other`` hold here (same kind, name and threads)."""
         return (self.kind, self.name, self.threads) == (other.kind, other.name, other.threads)
 
+    def describe(self) -> str:
+        """One line for people: ``cpu, AMD EPYC 9454 (2 threads)`` / ``cuda, NVIDIA H100``."""
+        text = f"{self.kind}, {self.name or 'unknown'}"
+        return f"{text} ({self.threads} threads)" if self.kind == "cpu" and self.threads else text
+
     @classmethod
     def current(cls, device: str = "cpu") -> DeviceInfo:
         """This process' device (``device``: ``cpu`` or ``cuda[:n]``)."""

@@ -58,6 +58,7 @@ def profile(
     student_head: str = typer.Option("gru", help="Head type of the student exits: gru, lstm, conv or mean."),
     teacher_head: str = typer.Option("mean", help="Head type of the deepest exit."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch intra-op threads (default: torch's choice)."),
+    device: str = typer.Option("cpu", help="Where to time: cpu, cuda or cuda:<n> (CUDA calls synchronised)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Cut the model at every exit and measure parameters and batch-1 latency of each."""
@@ -81,7 +82,7 @@ def profile(
         ModelConfig(backbone=bb, exits=blocks, student_head=student_head, teacher_head=teacher_head), labels, depth
     ))
     names = [f"exit_{b}" for b in blocks]
-    report = profile_exits(model, names, seconds=seconds, warmup=warmup, repeats=repeats)
+    report = profile_exits(model, names, seconds=seconds, warmup=warmup, repeats=repeats, device=device)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -208,12 +209,15 @@ def tune(
         None, "--resume/--no-resume", help="Continue the sweep stored under its name (default: when it exists)."
     ),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)."),
+    device: Optional[str] = typer.Option(
+        None, help="Where the driver times the exits when there is no latency_profile: cpu, cuda or cuda:<n> (sets latency_device)."
+    ),
 ) -> None:
     """Ray Tune sweep of the loss weights (and temperature, learning rate, exits). Extra
     arguments are key=value overrides of the sweep config."""
     from emodistill.tune.config import SweepConfig
 
-    cfg = SweepConfig.from_yaml(config, list(ctx.args))
+    cfg = SweepConfig.from_yaml(config, list(ctx.args) + ([f"latency_device={device}"] if device else []))
     cfg.check()
     if dry_run:
         typer.echo(cfg.to_yaml())
@@ -240,6 +244,7 @@ def evaluate(
     repeats: int = typer.Option(20, min=1, help="Timed runs per exit and clip length."),
     latency_seconds: str = typer.Option("1,3,6", help="Clip lengths (s) at which latency is profiled."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads while timing."),
+    device: str = typer.Option("cpu", help="Where latency is measured: cpu, cuda or cuda:<n> (recorded in exit_profile.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json instead of the table."),
 ) -> None:
     """Per-exit UAR/WA/F1 and cut-model latency, fusion and early-exit sweeps; writes the report files."""
@@ -256,6 +261,7 @@ def evaluate(
         repeats=repeats,
         latency_seconds=[float(s) for s in latency_seconds.split(",") if s.strip()],
         threads=threads,
+        device=device,
     )
     report = run_evaluate(cfg)
     if as_json:

@@ -1,7 +1,8 @@
 """`emodistill evaluate CHECKPOINT DATASET`: accuracy and latency of every exit.
 
 Per exit on the held-out data: UAR, WA, macro-F1, confusion matrix, and the latency of
-the cut model on this hardware (batch 1, warm-up, median and p95). Then the paper's
+the cut model on the chosen device (``device``: cpu or cuda; batch 1, warm-up, median and
+p95; CUDA calls synchronised, CPU thread count recorded). Then the paper's
 fusion and early-exit threshold sweeps (UAR against mean compute per clip). Writes
 ``report.json``, ``report.md``, ``accuracy_latency.png`` and ``exit_profile.json`` (per
 exit: block, UAR, latency by clip length; the serving router reads it).
@@ -23,7 +24,7 @@ from emodistill.data.batching import BatchOptions, pad_batch
 from emodistill.data.rows import load_arrays
 from emodistill.data.schema import read_info
 from emodistill.storage import S3Options, get_fs, join, write_bytes_atomic
-from emodistill.evaluate.latency import time_interleaved
+from emodistill.evaluate.latency import check_device, time_interleaved
 from emodistill.evaluate.metrics import classification_metrics, exit_metrics
 from emodistill.evaluate.policies import early_exit, fusion_predictions
 from emodistill.evaluate.tables import markdown_table
@@ -46,6 +47,7 @@ class EvaluateConfig(Config):
     repeats: int = Field(20, ge=1, description="Timed runs per exit and clip length.")
     warmup: int = Field(3, ge=0, description="Untimed runs first.")
     threads: int | None = Field(None, ge=1, description="torch threads while timing (default: torch's choice).")
+    device: str = Field("cpu", description="Where latency is measured: cpu, cuda or cuda:<n> (recorded in exit_profile.json).")
     thresholds: int = Field(21, ge=2, description="Points of each early-exit threshold sweep.")
     s3: S3Options = Field(default_factory=S3Options, description="S3 settings.")
 
@@ -78,14 +80,17 @@ def predict_all(model, waves: list[np.ndarray], batch_size: int) -> dict[str, np
 
 
 @torch.inference_mode()
-def profile_latency(model, seconds: list[float], repeats: int, warmup: int) -> dict[str, dict[str, dict[str, float]]]:
-    """{exit: {"<seconds>": {"p50", "p95"}}}: batch-1 latency of each cut model (ms)."""
-    cuts = {name: model.cut(name).eval() for name in model.exit_names}
+def profile_latency(
+    model, seconds: list[float], repeats: int, warmup: int, device: str = "cpu"
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{exit: {"<seconds>": {"p50", "p95"}}}: batch-1 latency of each cut model on ``device`` (ms)."""
+    device = check_device(device)
+    cuts = {name: model.cut(name).to(device).eval() for name in model.exit_names}
     table: dict[str, dict[str, dict[str, float]]] = {name: {} for name in cuts}
     gen = torch.Generator().manual_seed(0)
     for length in seconds:
-        clip = torch.randn(1, int(length * 16000), generator=gen) * 0.1
-        stats = time_interleaved({n: (lambda c=c: c(clip)) for n, c in cuts.items()}, warmup, repeats)
+        clip = (torch.randn(1, int(length * 16000), generator=gen) * 0.1).to(device)
+        stats = time_interleaved({n: (lambda c=c: c(clip)) for n, c in cuts.items()}, warmup, repeats, device)
         for name, s in stats.items():
             table[name][f"{length:g}"] = {"p50": round(s["latency_ms_p50"], 3), "p95": round(s["latency_ms_p95"], 3)}
     return table
@@ -94,6 +99,7 @@ def profile_latency(model, seconds: list[float], repeats: int, warmup: int) -> d
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = check_device(cfg.device)  # before any work: a missing GPU fails here
     loaded = load_checkpoint(cfg.checkpoint)
     model, meta = loaded.model, loaded.config.metadata
     info = read_info(cfg.dataset, cfg.s3)
@@ -109,7 +115,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
     logits = predict_all(model, waves, cfg.batch_size)
     per_exit = exit_metrics(logits, labels, num_classes)
-    latency = profile_latency(model, cfg.latency_seconds, cfg.repeats, cfg.warmup)
+    latency = profile_latency(model, cfg.latency_seconds, cfg.repeats, cfg.warmup, device)
     median_seconds = float(np.median([w.size for w in waves])) / 16000
     ref = min(cfg.latency_seconds, key=lambda s: abs(s - median_seconds))
 
@@ -151,6 +157,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             )
         policies[f"early_exit_{criterion}"] = sweep
 
+    measured_on = DeviceInfo.current(device)
     report = {
         "num_classes": num_classes,
         "labels": model.labels,
@@ -164,13 +171,14 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         "eval": {"dataset": cfg.dataset, "folds": folds, "splits": splits, "clips": len(waves), "median_seconds": median_seconds},
         "latency_clip_seconds": ref,
         "hardware": {"machine": _platform.machine(), "processor": _platform.processor(), "torch_threads": torch.get_num_threads()},
+        "device": measured_on.model_dump(),
         "exits": exits,
         "policies": policies,
     }
     profile = make_profile(
         model={"name": loaded.name, "version": loaded.version, "checkpoint": str(cfg.checkpoint)},
         labels=model.labels,
-        device=DeviceInfo.current("cpu"),
+        device=measured_on,
         uar={n: exits[n]["uar"] for n in names},
         latency={n: latency[n] for n in names},
         sample_rate=loaded.config.sample_rate,
@@ -197,13 +205,19 @@ def exit_rows(report: dict) -> list[list]:
 EXIT_HEADERS = ["exit", "block", "UAR", "WA", "macro-F1", "p50 ms", "p95 ms"]
 
 
+def _device_text(report: dict) -> str:
+    if "device" in report:
+        return DeviceInfo.model_validate(report["device"]).describe()
+    return f"{report['hardware']['torch_threads']} threads"  # reports written before the device was recorded
+
+
 def markdown_report(report: dict) -> str:
     lines = [
         "# Evaluation report",
         "",
         f"checkpoint `{report['checkpoint']}`; dataset `{report['eval']['dataset']}`, folds {report['eval']['folds']}, "
         f"splits {report['eval']['splits']}, {report['eval']['clips']} clips; latency: batch 1, "
-        f"{report['latency_clip_seconds']:g} s clip, {report['hardware']['torch_threads']} threads.",
+        f"{report['latency_clip_seconds']:g} s clip, {_device_text(report)}.",
         "",
         markdown_table(EXIT_HEADERS, exit_rows(report)),
         "",

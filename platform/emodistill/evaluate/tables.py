@@ -19,6 +19,13 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def _device(report: dict) -> str:
+    d = report.get("device") or {}
+    if d.get("kind") == "cuda":
+        return f"cuda, {d.get('name', '')}"
+    return f"{report['threads']} threads"
+
+
 def profile_table(report: dict) -> str:
     """Per exit: params and latency of the cut model, against the full model (every exit
     computed, as the authors' code always runs) and against the deepest cut profiled."""
@@ -41,7 +48,7 @@ def profile_table(report: dict) -> str:
     rows.append(["full", "-", f"{full['params'] / 1e6:.2f}M", "100%", full["latency_ms_p50"], full["latency_ms_p95"], "-", "1.00x"])
     conv = report["conv_encoder"]["latency_ms_p50"]
     header = (
-        f"clip {report['seconds']} s, batch 1, {report['threads']} threads; "
+        f"clip {report['seconds']} s, batch 1, {_device(report)}; "
         f"conv encoder alone {conv:.1f} ms p50 = {100 * conv / deepest['latency_ms_p50']:.0f}% of exit_{deepest['block']}, "
         f"{100 * conv / full['latency_ms_p50']:.0f}% of the full model\n"
     )

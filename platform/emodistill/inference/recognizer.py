@@ -161,7 +161,7 @@ class EmotionRecognizer:
         if isinstance(audio, (bytes, bytearray, memoryview)):
             if not len(audio):
                 raise AudioError("empty", "the audio is empty (0 bytes)")
-            wave = decode(bytes(audio), limits, SAMPLE_RATE)
+            wave = decode(bytes(audio), limits)
         elif isinstance(audio, (str, os.PathLike)):
             wave = decode_file(str(audio), limits)
         else:
@@ -229,7 +229,7 @@ def decode_file(uri: str, limits: AudioLimits) -> np.ndarray:
             raise AudioError("not_found", f"no such file: {uri}") from err
         if not data:
             raise AudioError("empty", "the file is empty (0 bytes)")
-        return decode(data, limits, SAMPLE_RATE)
+        return decode(data, limits)
     path = uri[len("file://"):] if uri.startswith("file://") else uri
     if not os.path.exists(path):
         raise AudioError("not_found", f"no such file: {uri}")
@@ -238,7 +238,7 @@ def decode_file(uri: str, limits: AudioLimits) -> np.ndarray:
     if os.path.getsize(path) == 0:
         raise AudioError("empty", "the file is empty (0 bytes)")
     try:
-        return decode(path, limits, SAMPLE_RATE)
+        return decode(path, limits)
     except PermissionError as err:
         raise AudioError("unreadable", f"cannot read {uri}: permission denied") from err
 

@@ -28,24 +28,13 @@ import numpy as np
 import torch
 
 from emodistill.data.batching import pad_batch
+from emodistill.evaluate.latency import check_device  # re-exported: inference callers name it from here
 from emodistill.exits import exit_block
 from emodistill.model.early_exit import EarlyExitModel
 
 Backend = Literal["torch", "onnxruntime", "torchscript"]
 Precision = Literal["fp32", "bf16", "int8"]
 SAMPLE_RATE = 16000
-
-
-def check_device(device: str) -> str:
-    """``cpu``, ``cuda`` or ``cuda:<n>``; a clear error when CUDA is asked for and absent."""
-    device = str(device or "cpu").strip().lower()
-    if device == "cpu":
-        return device
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: CUDA is not available on this machine (torch {torch.__version__})")
-        return device
-    raise ValueError(f"device {device!r} is not one of cpu, cuda, cuda:<n>")
 
 
 class ExitRuntime(ABC):

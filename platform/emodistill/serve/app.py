@@ -24,10 +24,11 @@ from ray.serve import metrics as serve_metrics
 from ray.serve.handle import DeploymentHandle
 
 from emodistill.checkpoint import read_checkpoint_config
+from emodistill.exit_profile import parse_profile
 from emodistill.exits import deepest as deepest_exit
 from emodistill.serve.config import ServeArgs
 from emodistill.serve.policy import SATURATED, UNAVAILABLE, ProfileSet
-from emodistill.serve.predictor import BlockState, ExitPredictor, Prediction
+from emodistill.serve.predictor import BlockState, Prediction, make_predictor
 from emodistill.serve.requests import parse_keys
 from emodistill.serve.api import make_api
 from emodistill.serve.router import ExitCallError, Router
@@ -39,13 +40,26 @@ log = logging.getLogger("emodistill.serve")
 class ExitDeployment:
     """One exit's cut model, dynamically batched."""
 
-    def __init__(self, checkpoint: str, exit: str, device: str, threads: int, max_batch_size: int, batch_wait_timeout_s: float):
+    def __init__(
+        self,
+        checkpoint: str,
+        exit: str,
+        device: str,
+        threads: int,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        runtime: str = "torch",
+        onnx_model: str | None = None,
+        profile_device: dict | None = None,
+        profile_seconds: list[float] | None = None,
+    ):
         if device == "auto":
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.predictor = ExitPredictor(checkpoint, exit, device=device, threads=threads)
+        self.predictor = make_predictor(checkpoint, exit, runtime, onnx_model, device=device, threads=threads)
         self.predictor.warmup()
+        self.measured = self._reprofile(device, runtime, profile_device, profile_seconds or [1.0, 3.0])
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.resume.set_max_batch_size(max_batch_size)
@@ -67,8 +81,23 @@ class ExitDeployment:
                 out[i] = pred
         return out  # type: ignore[return-value]
 
+    def _reprofile(self, device: str, runtime: str, profile_device: dict | None, seconds: list[float]) -> dict | None:
+        """Time this replica now when the profile was measured elsewhere (another device or
+        thread count) or with another runtime; None when the profile's numbers hold here."""
+        if profile_device is None:
+            return None
+        from emodistill.exit_profile import DeviceInfo
+
+        here, there = DeviceInfo.current(device), DeviceInfo.model_validate(profile_device)
+        if runtime == "torch" and here.same_as(there):
+            return None
+        latency = self.predictor.measure_latency(seconds)
+        log.info("%s: profile measured on %s, serving %s on %s: re-profiled at start-up: %s",
+                 self.predictor.exit, there.describe(), runtime, here.describe(), latency)
+        return {"device": here.model_dump(), "latency_ms": latency}
+
     def describe(self) -> dict:
-        return self.predictor.describe()
+        return {**self.predictor.describe(), "measured": self.measured}
 
 
 class HandleExitClient:
@@ -142,6 +171,9 @@ class RouterDeployment:
         # name and version of the weights actually served (the profile may be older)
         deepest = deepest_exit(exits)
         described = {name: await handle.describe.remote() for name, handle in exits.items()}  # also warms the handles
+        for name, d in described.items():
+            if d.get("measured"):  # the replica timed itself: its device or runtime is not the profile's
+                profiles = profiles.with_latency(name, {float(k): v["p50"] for k, v in d["measured"]["latency_ms"].items()})
         served = described[deepest]
         model = {"name": served["model"], "version": served["version"]}
         if profiles.model.get("version") not in (None, served["version"]):
@@ -175,6 +207,18 @@ def _absolute(path: str | None) -> str | None:
     return os.path.abspath(path)
 
 
+def _check_export(uri: str, exit: str, labels: list[str]) -> None:
+    """An ``onnx_model`` must be an ONNX export of this exit with the checkpoint's labels."""
+    from emodistill.inference.package import read_export
+
+    info, _ = read_export(uri)
+    if info.model_format != "onnx":
+        raise ValueError(f"onnx_model {uri} holds a {info.model_format} model; export with --format onnx")
+    if info.exit != exit or list(info.labels) != list(labels):
+        raise ValueError(f"onnx_model {uri} is an export of {info.exit} with labels {info.labels}; "
+                         f"it cannot serve {exit} of a checkpoint with labels {labels}")
+
+
 def default_profile(checkpoint: str) -> str:
     from emodistill.evaluate.report import default_out
 
@@ -197,12 +241,19 @@ def build_app(args: ServeArgs | dict[str, Any]) -> serve.Application:
         raise ValueError(f"per_exit names {bad}, which are not deployed ({exits})")
     profile_text = _read_text(args.profile or default_profile(args.checkpoint))
     ProfileSet.from_json(profile_text, only=exits)  # fails here, not in a replica, on a missing exit
+    profile = parse_profile(profile_text)
+    profile_device = profile.device.model_dump() if args.reprofile else None
+    profile_seconds = [float(s) for s in next(iter(profile.exits.values())).latency_ms]
     handles = {}
     for name in exits:
         opts = args.options_for(name)
         threads = opts.torch_threads or max(1, int(opts.num_cpus))
+        onnx_model = _absolute(opts.onnx_model) if opts.onnx_model else None
+        if onnx_model:
+            _check_export(onnx_model, name, ckpt.model.labels)
         handles[name] = ExitDeployment.options(**opts.serve_options(name)).bind(
-            args.checkpoint, name, args.device, threads, opts.max_batch_size, opts.batch_wait_timeout_s
+            args.checkpoint, name, args.device, threads, opts.max_batch_size, opts.batch_wait_timeout_s,
+            opts.runtime, onnx_model, profile_device, profile_seconds,
         )
     router = args.router
     return RouterDeployment.options(

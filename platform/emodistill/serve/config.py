@@ -52,6 +52,23 @@ class DeploymentOptions(Config):
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads per replica (default: the reserved CPUs, at least 1)."
     )
+    runtime: Literal["torch", "onnxruntime"] = Field(
+        "torch",
+        description="What runs the cut model: torch (from the checkpoint) or onnxruntime (`onnx_model`, or "
+        "the fp32 graph exported from the checkpoint when the replica starts). onnxruntime exits answer "
+        "waveforms only: a cascade cannot continue from their block output (set cascade.reuse_hidden_states: false).",
+    )
+    onnx_model: str | None = Field(
+        None,
+        description="With runtime onnxruntime: an `emodistill export --format onnx` directory of this exit "
+        "(local or s3://; e.g. --quantize int8). Default: export the fp32 graph at start-up.",
+    )
+
+    @model_validator(mode="after")
+    def _runtime(self) -> DeploymentOptions:
+        if self.onnx_model is not None and self.runtime != "onnxruntime":
+            raise ValueError(f"onnx_model is set but runtime is {self.runtime!r}; set runtime: onnxruntime")
+        return self
 
     @property
     def capacity(self) -> int:
@@ -186,6 +203,12 @@ class ServeArgs(Config):
         5.0, ge=0, description="How long an exit that failed a call is skipped before it is tried again."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where exit models run (auto: cuda if a GPU is reserved).")
+    reprofile: bool = Field(
+        True,
+        description="A replica whose device, thread count or runtime differs from the exit profile's times "
+        "itself at start-up (a short warm-up measurement at the profile's clip lengths); the router plans "
+        "with those numbers instead of the foreign ones.",
+    )
 
     @field_validator("exits")
     @classmethod
@@ -215,6 +238,16 @@ class ServeArgs(Config):
             raise ValueError(f"default_tier {self.default_tier!r} is not one of {sorted(self.tiers)} or {TIER_AUTO!r}")
         if self.min_audio_seconds >= self.max_audio_seconds:
             raise ValueError("min_audio_seconds must be below max_audio_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _onnx_exits(self) -> ServeArgs:
+        onnx = [n for n, o in {"deployment": self.deployment, **self.per_exit}.items() if o.runtime == "onnxruntime"]
+        if onnx and self.cascade.reuse_hidden_states:
+            raise ValueError(
+                f"{onnx} run onnxruntime, which answers waveforms only; the cascade cannot continue from "
+                "their block output: set cascade.reuse_hidden_states: false"
+            )
         return self
 
     def options_for(self, exit: str) -> DeploymentOptions:

@@ -175,6 +175,15 @@ class ProfileSet:
                 return p
         raise KeyError(name)
 
+    def with_latency(self, name: str, latency_ms: Mapping[float, float]) -> ProfileSet:
+        """This set with ``name``'s latencies (clip seconds -> p50 ms) replaced: what a
+        replica measured at start-up on a device other than the profile's."""
+        from dataclasses import replace
+
+        self.get(name)
+        exits = [replace(p, latency_ms=dict(latency_ms)) if p.name == name else p for p in self.exits]
+        return replace(self, exits=exits)
+
     @classmethod
     def from_json(cls, text: str | bytes, only: Sequence[str] | None = None) -> ProfileSet:
         """Parse ``exit_profile.json`` through its owner (``emodistill.exit_profile``)."""

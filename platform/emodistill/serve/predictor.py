@@ -7,6 +7,11 @@ loaded from the checkpoint without ever materialising deeper blocks.
 ``predict`` takes decoded clips (a padded batch, as ``@serve.batch`` hands them over) and
 can return each clip's block output (:class:`BlockState`), which a deeper exit's
 ``resume`` continues from, so a confidence cascade never recomputes the shallow blocks.
+
+:class:`OnnxExitPredictor` answers the same calls from an exported ONNX graph in
+onnxruntime (``runtime: onnxruntime`` in the serve config): waveforms only, no block states.
+``measure_latency`` is the start-up re-profile of a replica on a device other than the
+exit profile's.
 """
 
 from __future__ import annotations
@@ -117,6 +122,18 @@ class ExitPredictor:
             for s in seconds:
                 self.predict([np.zeros(int(s * SAMPLE_RATE), dtype=np.float32)])
 
+    runtime = "torch"
+
+    def measure_latency(self, seconds: Sequence[float] = (1.0, 3.0), warmup: int = 1, repeats: int = 5) -> dict[str, dict[str, float]]:
+        """{"<seconds>": {"p50", "p95"}} ms of batch-1 calls on noise clips, here and now (a
+        replica's start-up re-profile; CUDA calls synchronised)."""
+        from emodistill.evaluate.latency import time_interleaved
+
+        rng = np.random.default_rng(0)
+        clips = {f"{s:g}": (rng.standard_normal(int(s * SAMPLE_RATE)) * 0.1).astype(np.float32) for s in seconds}
+        stats = time_interleaved({k: (lambda w=w: self.predict([w])) for k, w in clips.items()}, warmup, repeats, str(self.device))
+        return {k: {"p50": round(v["latency_ms_p50"], 3), "p95": round(v["latency_ms_p95"], 3)} for k, v in stats.items()}
+
     def describe(self) -> dict:
         return {
             "exit": self.exit,
@@ -126,7 +143,78 @@ class ExitPredictor:
             "version": self.version,
             "params": self.num_parameters,
             "device": str(self.device),
+            "runtime": self.runtime,
         }
 
 
-__all__ = ["BlockState", "ExitPredictor", "Prediction"]
+class OnnxExitPredictor(ExitPredictor):
+    """One exit answered by onnxruntime: ``model`` is an ``emodistill export --format onnx``
+    directory of this exit (fp32 or int8), or None to export the fp32 graph of the
+    checkpoint's cut model now. Waveforms only: no block states in or out."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, checkpoint: str, exit: str, model: str | None = None, device: str = "cpu", threads: int | None = None):
+        from emodistill.inference.loading import open_runtime
+
+        if threads:
+            torch.set_num_threads(threads)
+        if model is None:
+            self.onnx, self.version, self.model_name = _export_fp32(checkpoint, exit, device, threads)
+        else:
+            opened = open_runtime(model, exit, device=device, threads=threads)
+            if opened.info is None or opened.info.model_format != "onnx":
+                raise ValueError(f"onnx_model {model} is not an ONNX export (run `emodistill export ... --format onnx`)")
+            self.onnx, self.version, self.model_name = opened.runtime, opened.version, opened.model_name
+        self.exit, self.block = exit, exit_block(exit)
+        self.labels = list(self.onnx.labels)
+        self.device = torch.device(device)
+        self.num_parameters = 0  # not counted for a graph
+        self.precision = self.onnx.precision
+
+    def predict(self, waves: Sequence[np.ndarray], return_state: bool = False, **_: object) -> list[Prediction]:
+        if return_state:
+            raise ValueError(f"{self.exit} runs onnxruntime: it has no block output to hand on (set cascade.reuse_hidden_states: false)")
+        start = time.perf_counter()
+        logits = self.onnx.logits(list(waves))
+        z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs = z / z.sum(axis=-1, keepdims=True)
+        ms = (time.perf_counter() - start) * 1000.0
+        return [Prediction(self.exit, self.block, p.tolist(), ms, len(waves)) for p in probs]
+
+    def resume(self, states: Sequence[BlockState], return_state: bool = False, **_: object) -> list[Prediction]:
+        raise ValueError(f"{self.exit} runs onnxruntime: it cannot continue from a block output")
+
+    def describe(self) -> dict:
+        return {**super().describe(), "runtime": f"onnxruntime-{self.precision}"}
+
+
+def _export_fp32(checkpoint: str, exit: str, device: str, threads: int | None):
+    """(OnnxRuntime, version, name): the fp32 graph of ``exit``'s cut model, exported now."""
+    import tempfile
+    from pathlib import Path
+
+    from emodistill.inference.graph import LogitsGraph
+    from emodistill.inference.onnx import export_onnx
+    from emodistill.inference.runtime import OnnxRuntime
+    from emodistill.inference.weights import load_cut
+
+    cut = load_cut(checkpoint, exit)
+    with tempfile.TemporaryDirectory(prefix="emodistill-onnx-") as tmp:
+        path = export_onnx(LogitsGraph(cut.model, exit), Path(tmp) / "model.onnx", "torchscript")
+        runtime = OnnxRuntime(path.read_bytes(), exit, cut.labels, "fp32", device=device, threads=threads)
+    return runtime, cut.version, cut.name
+
+
+def make_predictor(
+    checkpoint: str, exit: str, runtime: str = "torch", onnx_model: str | None = None, device: str = "cpu", threads: int | None = None
+) -> ExitPredictor:
+    """The predictor of one exit for a ``runtime`` of the serve config (torch or onnxruntime)."""
+    if runtime == "onnxruntime":
+        return OnnxExitPredictor(checkpoint, exit, onnx_model, device=device, threads=threads)
+    if runtime != "torch":
+        raise ValueError(f"runtime {runtime!r} is not torch or onnxruntime")
+    return ExitPredictor(checkpoint, exit, device=device, threads=threads)
+
+
+__all__ = ["BlockState", "ExitPredictor", "OnnxExitPredictor", "Prediction", "make_predictor"]

@@ -78,6 +78,11 @@ class SweepConfig(Config):
         description="exit_profile.json (from `emodistill evaluate` on the serving hardware) to take exit "
         "latencies from; default: measure the cut models on the sweep's driver.",
     )
+    latency_device: str | None = Field(
+        None,
+        description="Where the sweep's driver measures the cut models when there is no latency_profile: "
+        "cpu, cuda or cuda:<n> (default cpu). With latency_profile, its kind must match the profile's device.",
+    )
     points_to_evaluate: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Trials run first with exactly these values (every searched key), e.g. the paper's "

@@ -32,8 +32,29 @@ from emodistill.tune.objectives import OBJECTIVES, exit_uars, pareto_front
 TRIALS_DIR = "trials"
 
 
+def latency_device(cfg: SweepConfig):
+    """The :class:`DeviceInfo` the sweep's exit latencies hold for: the profile's device, or
+    this driver's ``latency_device``. A profile whose device kind differs from an explicit
+    ``latency_device`` is an error (the sweep would rank exits with foreign numbers)."""
+    from emodistill.evaluate.latency import check_device
+    from emodistill.exit_profile import DeviceInfo, read_profile
+
+    if cfg.latency_profile:
+        device = read_profile(cfg.latency_profile).device
+        wanted = cfg.latency_device
+        if wanted is not None and not wanted.strip().lower().startswith(device.kind):
+            raise ValueError(
+                f"latency_profile {cfg.latency_profile} was measured on {device.describe()}, not on "
+                f"{wanted!r}: drop latency_profile to measure on {wanted!r}, or drop latency_device/--device"
+            )
+        return device
+    return DeviceInfo.current(check_device(cfg.latency_device))
+
+
 def measure_latencies(cfg: SweepConfig, base: TrainConfig, labels: list[str]) -> dict[str, float]:
-    """p50 latency (ms, batch 1) of the cut model of every exit any trial may have."""
+    """p50 latency (ms, batch 1) of the cut model of every exit any trial may have: from
+    ``latency_profile``, else measured here on ``latency_device``."""
+    latency_device(cfg)  # checks the device (or the profile's) before any work
     if cfg.latency_profile:
         from emodistill.exit_profile import read_profile
 
@@ -46,7 +67,7 @@ def measure_latencies(cfg: SweepConfig, base: TrainConfig, labels: list[str]) ->
         for option in cfg.search["model.exits"].sample_values():
             blocks |= set(option)
     model = build_model(base.model.model_copy(update={"exits": sorted(blocks)}), labels)
-    report = profile_exits(model, seconds=cfg.latency_seconds, warmup=2, repeats=10)
+    report = profile_exits(model, seconds=cfg.latency_seconds, warmup=2, repeats=10, device=cfg.latency_device or "cpu")
     return {name: e["latency_ms_p50"] for name, e in report["exits"].items()}
 
 
@@ -244,7 +265,7 @@ def write_outputs(cfg: SweepConfig, results, latency_ms: dict[str, float]) -> di
     md = [
         f"# Sweep `{cfg.name}`: {len(rows)} trials, sorted by `{cfg.objective}`",
         "",
-        f"Exit latencies (ms, batch 1, {cfg.latency_seconds:g} s clip): "
+        f"Exit latencies (ms, batch 1, {cfg.latency_seconds:g} s clip, {latency_device(cfg).describe()}): "
         + ", ".join(f"{k} {v:.2f}" for k, v in latency_ms.items())
         + f"; `budget_uar` budget {cfg.latency_budget_ms:g} ms. `given`: a trial of `points_to_evaluate`"
         " (a reference such as the paper's all-ones weights), not a searched one.",
