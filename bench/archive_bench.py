@@ -1,6 +1,6 @@
 """An archive classified on Ray Data against the same files in one process, and 1 vs 2 actors.
 
-    .venv/bin/python bench/archive_bench.py [--files 300] [--json runs/bench/archive.json]
+    .venv/bin/python bench/archive_bench.py [--files 100] [--json runs/bench/archive.json]
 
 The archive: ``--files`` generated speech clips (1-3 s, 16 kHz WAV) in a local directory.
 Models: the demo model (tiny random-init wav2vec2 shape, exit_4) and a wav2vec2-base shape
@@ -71,7 +71,7 @@ def ray_data(ckpt: str, root: Path, out: Path, actors: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", type=int, default=300)
+    ap.add_argument("--files", type=int, default=100)
     ap.add_argument("--json", default="runs/bench/archive.json")
     args = ap.parse_args()
     import ray

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -104,12 +103,20 @@ def memory_child(ckpt: str, path: str) -> None:
     from emodistill.inference.timeline import iter_timeline
 
     rec = EmotionRecognizer.from_pretrained(ckpt, exit="exit_4")
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _status_mib("VmRSS")
     t = time.perf_counter()
     n = sum(1 for _ in iter_timeline(rec, path, SegmentOptions(vad="silero")))
     wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"loaded_mib": base, "peak_mib": peak, "segments": n, "wall_s": wall}))
+    # VmHWM: this process' peak RSS (ru_maxrss would carry the parent's peak over fork + exec)
+    print(json.dumps({"loaded_mib": base, "peak_mib": _status_mib("VmHWM"), "segments": n, "wall_s": wall}))
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
 
 
 def main() -> None:
@@ -119,6 +126,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default="runs/bench/timeline.json")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-only", action="store_true", help="only the peak-memory table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_child:
@@ -129,21 +137,22 @@ def main() -> None:
         rec_path = root / "call.flac"
         seconds = write_recording(rec_path, args.minutes)
         demo = make_checkpoint(root, "tiny", [1, 2, 3])
-        base = make_checkpoint(root, "base", [1, 4])
+        base = make_checkpoint(root, "base", [1, 4]) if not args.memory_only else None
         rows, out = [], {"minutes": args.minutes, "threads": args.threads, "rtf": [], "memory": []}
-        for vad in ("silero", "energy"):
+        for vad in ("silero", "energy") if not args.memory_only else ():
             rtf = floor_rtf(rec_path, seconds, vad)
             rows.append([f"floor: decode + {vad} VAD, no model", "-", "-", f"{rtf:.0f}"])
             out["rtf"].append({"model": "none", "vad": vad, "rtf": rtf})
-        for name, ckpt, exits in (("demo (tiny)", demo, ["exit_1", "exit_4"]), ("wav2vec2-base shape", base, ["exit_1", "exit_4", "exit_12"])):
+        for name, ckpt, exits in (("demo (tiny)", demo, ["exit_1", "exit_4"]), ("wav2vec2-base shape", base, ["exit_1", "exit_4", "exit_12"])) if not args.memory_only else ():
             for exit in exits:
                 r = timeline_rtf(ckpt, exit, rec_path, seconds)
                 rows.append([f"{name}, silero VAD", exit, r["segments"], f"{r['rtf']:.1f}"])
                 out["rtf"].append({"model": name, "exit": exit, **r})
                 print(f"  {name} {exit}: {r['rtf']:.1f}x real time", file=sys.stderr, flush=True)
-        print(f"\n### Timeline real-time factor ({args.minutes:g} min recording, "
+        if not args.memory_only:
+            print(f"\n### Timeline real-time factor ({args.minutes:g} min recording, "
               f"{out['rtf'][-1]['speech_s'] / seconds:.0%} speech, 3 s windows / 1.5 s hop, {args.threads} threads)\n")
-        print(markdown_table(["path", "exit", "segments", "audio s per wall s"], rows))
+            print(markdown_table(["path", "exit", "segments", "audio s per wall s"], rows))
 
         mem_rows = []
         for minutes in (1.0, args.long_minutes):
