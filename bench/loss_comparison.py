@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emodistill.exits import sort_exits
+from emodistill.evaluate.metrics import exits_in
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     from emodistill.cluster import init_ray
     from emodistill.evaluate.tables import markdown_table
     from emodistill.train.config import TrainConfig
-    from emodistill.train.loop import fit
+    from emodistill.train.driver import fit
 
     init_ray(quiet=True)
     out = Path(args.out).absolute()
@@ -58,7 +58,7 @@ def main() -> None:
             runs.setdefault(name, []).append({"seed": seed, "last": result.history[-1], "best": result.best_metrics})
             print(f"{name} seed {seed}: last epoch mean exit UAR {result.history[-1]['val/mean_exit_uar']:.3f}", flush=True)
 
-    exits = sort_exits(k.split("/")[1] for r in runs[next(iter(runs))] for k in r["last"] if k.startswith("val/exit_"))
+    exits = exits_in(runs[next(iter(runs))][0]["last"])
     for when in ("last", "best"):
         rows = []
         for name, results in runs.items():

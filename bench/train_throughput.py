@@ -24,21 +24,20 @@ import torch
 
 from emodistill.data.batching import BatchOptions, pad_batch, prepare
 from emodistill.data.rows import load_arrays
-from emodistill.data.schema import read_info
 from emodistill.evaluate.tables import markdown_table
 from emodistill.losses import SelfDistillationLoss
 from emodistill.model import build_model
 from emodistill.train.config import TrainConfig
-from emodistill.train.loop import select
+from emodistill.train.preflight import preflight
 from emodistill.train.step import TrainStep
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def in_process(cfg: TrainConfig, labels, train_folds, epochs: int) -> float:
+def in_process(cfg: TrainConfig, labels, train_part, epochs: int) -> float:
     torch.set_num_threads(cfg.scaling.torch_threads or 1)
     torch.manual_seed(cfg.seed)
-    arrays = load_arrays(cfg.data.dataset, folds=train_folds, options=BatchOptions(mode="full"))
+    arrays = load_arrays(cfg.data.dataset, part=train_part, options=BatchOptions(mode="full"))
     rng = np.random.default_rng(cfg.seed)
     waves = [prepare(w, cfg.data.train_batch, rng) for w in arrays["waveform"]]
     ys = torch.as_tensor(np.asarray(arrays["label_id"], dtype=np.int64))
@@ -61,7 +60,7 @@ def in_process(cfg: TrainConfig, labels, train_folds, epochs: int) -> float:
 def ray_train(cfg: TrainConfig) -> tuple[float, float, int]:
     import ray
 
-    from emodistill.train.loop import fit
+    from emodistill.train.driver import fit
 
     ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     started = time.perf_counter()
@@ -97,9 +96,8 @@ def main() -> None:
             "run.name=bench",
         ],
     )
-    info = read_info(cfg.data.dataset)
-    sel = select(cfg, info)
-    a = in_process(cfg, info.labels, sel.train_folds, args.epochs)
+    plan = preflight(cfg)
+    a = in_process(cfg, plan.info.labels, plan.selection.train, args.epochs)
     b, wall, clips = ray_train(cfg)
     result = {
         "in_process_clips_per_s": a,

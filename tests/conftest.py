@@ -236,3 +236,29 @@ def trained_checkpoint(tiny_dataset, tmp_path_factory):
         "train_config": {"model": cfg.model_dump(mode="json"), "loss": {"preset": "ce_only"}},
     }
     return save_checkpoint(model.eval(), tmp_path_factory.mktemp("trained") / "checkpoint", metadata=metadata)
+
+
+@pytest.fixture
+def s3_explicit(s3_server, monkeypatch):
+    """The moto server reachable only through explicit S3Options (endpoint and keys), with
+    no AWS_* environment to fall back on; yields ('s3://bucket', S3Options)."""
+    import uuid
+
+    import boto3
+    import s3fs
+
+    from emodistill.storage import S3Options
+
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookups
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    ).create_bucket(Bucket=bucket)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield f"s3://{bucket}", S3Options(endpoint_url=s3_server, key="k", secret="s", region="us-east-1")
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -78,3 +78,55 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     (tmp_path / "c" / "config.json").write_text('{"format": "something-else"}')
     with pytest.raises(ValueError, match="not a valid emodistill-checkpoint"):
         read_checkpoint_config(tmp_path / "c")
+
+
+def test_s3_checkpoints_use_the_configured_endpoint_and_keys(tmp_path, s3_explicit):
+    """Checkpoint loading ignored the configured S3 endpoint and keys (only the AWS
+    environment reached s3fs)."""
+    bucket, options = s3_explicit
+    model = tiny_model()
+    uri = f"{bucket}/runs/ckpt"
+    save_checkpoint(model, uri, metadata={"epoch": 3}, s3=options)
+    loaded = load_checkpoint(uri, s3=options)
+    x, mask = padded_batch([8000, 5000])
+    assert torch.equal(loaded.model(x, mask).teacher.logits, model(x, mask).teacher.logits)
+    assert read_checkpoint_config(uri, s3=options).training.epoch == 3
+    cut = load_checkpoint(uri, exit="exit_2", s3=options).model
+    assert cut.exit_names == ["exit_2"]
+
+
+def test_typed_training_metadata_and_train_state(tmp_path):
+    from emodistill.checkpoint import (
+        Preprocessing,
+        TrainingMetadata,
+        TrainState,
+        load_train_state,
+        save_train_state,
+    )
+    from emodistill.data.batching import BatchOptions
+    from emodistill.data.folds import Part, Selection
+
+    selection = Selection(
+        protocol="folds", train=Part(folds=[0, 1], exclude_speakers=["s1"]), val=Part(folds=[0, 1], speakers=["s1"]),
+        test=Part(folds=[2]), speakers={"train": ["s0", "s2"], "val": ["s1"], "test": ["s3"]},
+    )
+    meta = TrainingMetadata(dataset="d", selection=selection, epoch=4, metrics={"val/teacher_uar": 0.5}, history=[{"epoch": 0}])
+    prep = Preprocessing(train_batch=BatchOptions(mode="crop", max_seconds=3), val_batch=BatchOptions(mode="fixed", fixed_samples=16000))
+    path = save_checkpoint(tiny_model(), tmp_path / "c", metadata=meta, preprocessing=prep)
+    config = read_checkpoint_config(path)
+    assert config.training == meta
+    assert config.prep.val_batch.mode == "fixed" and config.prep.val_batch.fixed_samples == 16000
+    state = TrainState(epoch=4, step={"micro_step": 7}, torch_rng=torch.get_rng_state())
+    save_train_state(path, state)
+    again = load_train_state(path)
+    assert again.epoch == 4 and again.step == {"micro_step": 7} and torch.equal(again.torch_rng, state.torch_rng)
+    with pytest.raises(FileNotFoundError, match="train_state.pt"):
+        load_train_state(tmp_path)
+
+
+def test_checkpoints_from_before_selections_still_read(tmp_path):
+    """train_folds / val_folds keys: the held-out folds both selected and were reported."""
+    config = read_checkpoint_config(save_checkpoint(tiny_model(), tmp_path / "c", metadata={"train_folds": [0, 1], "val_folds": [2]}))
+    selection = config.training.selection
+    assert selection.train.folds == [0, 1] and selection.val.folds == [2] and selection.test.folds == [2]
+    assert config.prep.val_batch.mode == "full"

@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from emodistill.config import apply_overrides
+from emodistill.config import apply_overrides, load_yaml
 
 Kind = Literal["train", "tune", "serve", "evaluate"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -44,7 +44,7 @@ def read_raw(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a YAML file."""
     with open(path) as fh:
         try:
-            raw = yaml.safe_load(fh) or {}
+            raw = load_yaml(fh.read()) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict):

@@ -39,7 +39,7 @@ def run_demo(
     from emodistill.evaluate.report import EXIT_HEADERS, EvaluateConfig, evaluate, exit_rows
     from emodistill.evaluate.tables import markdown_table
     from emodistill.train.config import TrainConfig
-    from emodistill.train.loop import fit
+    from emodistill.train.driver import fit
 
     base = Path(root)
     if base.exists():
@@ -77,7 +77,7 @@ def run_demo(
     )
     _done(t)
 
-    typer.secho("\nPer-exit results on held-out speakers", bold=True)
+    typer.secho("\nPer-exit results on the test speakers (the checkpoint was selected on others)", bold=True)
     typer.echo(markdown_table(EXIT_HEADERS, exit_rows(evaluation)))
     typer.echo(f"\nplot:   {base / 'report' / 'accuracy_latency.png'}")
     typer.echo(f"report: {base / 'report' / 'report.md'}")

@@ -8,9 +8,13 @@ or explicit options (the ``--s3-*`` flags of the commands).
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import posixpath
+import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -95,3 +99,46 @@ def pyarrow_fs(fs: fsspec.AbstractFileSystem):
     if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
         return pafs.LocalFileSystem()
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def cache_dir() -> Path:
+    """Where remote models are copied to: ``EMODISTILL_CACHE`` or ~/.cache/emodistill."""
+    return Path(os.environ.get("EMODISTILL_CACHE", Path.home() / ".cache" / "emodistill"))
+
+
+def cached_copy(uri: str, s3: S3Options | None = None, marker: str = "config.json") -> str:
+    """A local directory holding the remote prefix ``uri``, downloaded once per machine.
+
+    Several processes on one node (Ray Train workers) may ask at once: one downloads
+    under a file lock while the others wait for it, then all use the same copy. The copy
+    is made in a temporary directory and renamed into place only when complete (it must
+    hold ``marker``), so a crash never leaves a partial model that looks whole.
+    """
+    import fcntl
+
+    target = cache_dir() / "models" / hashlib.sha256(str(uri).encode()).hexdigest()[:16]
+    if (target / marker).exists():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if (target / marker).exists():  # another process finished it while we waited
+            return str(target)
+        fs, path = get_fs(uri, s3)
+        if not fs.exists(path):
+            raise FileNotFoundError(f"no model at {uri}")
+        tmp = Path(tempfile.mkdtemp(prefix=".part-", dir=target.parent))
+        try:
+            fs.get(path.rstrip("/") + "/", str(tmp), recursive=True)
+            if not (tmp / marker).exists():
+                raise FileNotFoundError(f"{uri} holds no {marker}")
+            if target.exists():  # an incomplete copy of an older version of this code
+                shutil.rmtree(target)
+            try:
+                os.replace(tmp, target)
+            except OSError as err:  # a process without the lock (another host on shared disk) won
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (target / marker).exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from conftest import tone, write_audio
 from emodistill.data.audio import decode_flac
-from emodistill.data.ingest import IngestConfig, ingest, parse_label_mapping
+from emodistill.data.ingest import IngestConfig, ingest, parse_label_mapping, row_order_key
 from emodistill.data.rows import load_arrays
 from emodistill.serve import hostile
 from emodistill.data.schema import ARROW_SCHEMA, read_info
@@ -110,7 +110,8 @@ def test_ingest_keeps_good_files_and_lists_every_reject(corpus, tmp_path):
     assert table.schema.equals(ARROW_SCHEMA, check_metadata=False)
     rows = table.to_pylist()
     ids = [r["utterance_id"] for r in rows]
-    assert len(set(ids)) == len(ids) and ids == sorted(ids)
+    assert len(set(ids)) == len(ids) and ids != sorted(ids), "rows in a seeded random order, not the corpus' own"
+    assert ids == sorted(ids, key=lambda i: row_order_key(i, 0))
     excited = next(r for r in rows if r["source"].endswith("excited.wav"))
     assert excited["label"] == "happy", "the mapping merges excited into happy"
     stereo = next(r for r in rows if r["source"].endswith("stereo_44k.wav"))

@@ -89,9 +89,11 @@ def test_cut_model_is_smaller_and_gives_the_same_logits(family):
     assert sizes[1] - sizes[0] >= layer, "each deeper cut carries at least one more block"
 
 
-@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm"])
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm", "data2vec-audio"])
 @pytest.mark.parametrize("head", ["gru", "lstm", "conv", "mean"])
 def test_padded_batch_equals_clips_one_by_one(family, head):
+    """data2vec-audio's stacked positional convs leaked padding into the last real frames
+    (about 1e-2 off); the padded frames are now zeroed between those convs."""
     model = tiny_model(family=family, student_head=head)
     lengths = [16000, 9000, 4321]
     x, mask = padded_batch(lengths, seed=1)
@@ -186,3 +188,60 @@ def test_resume_rejects_impossible_spans(model):
         model.resume(hidden, 4)
     with pytest.raises(ValueError, match="cannot resume"):
         model.resume(hidden, 2, exits=["exit_1"])
+
+
+def test_conv_head_batchnorm_ignores_padding_in_training():
+    """The conv head's BatchNorm took its batch statistics over padded frames too, so a
+    training step depended on how much padding the batch carried, and the running
+    statistics learnt the padding."""
+    from emodistill.model import ExitHead
+
+    torch.manual_seed(0)
+    frames = torch.randn(2, 12, 8)  # (batch, frames, hidden)
+    short = 5
+    heads = []
+    outs = []
+    for width in (12, 30):  # the same two clips, padded to 12 and to 30 frames
+        torch.manual_seed(1)
+        head = ExitHead("conv", hidden=8, num_labels=3, dim=16, dropout=0.0).train()
+        x = torch.zeros(2, width, 8)
+        x[:, :12] = frames
+        x[1, short:] = 0.0
+        mask = torch.zeros(2, width, dtype=torch.bool)
+        mask[0, :12] = True
+        mask[1, :short] = True
+        outs.append(head(x, mask).logits)
+        heads.append(head)
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(heads[0].frames.norm.running_mean, heads[1].frames.norm.running_mean)
+    # the statistics are those of the 17 real frames
+    with torch.no_grad():
+        conv = heads[0].frames.conv(torch.cat([frames[0], frames[1, :short]]).T.unsqueeze(0))[0].T  # (17, hidden)
+    momentum = heads[0].frames.norm.momentum
+    torch.testing.assert_close(heads[0].frames.norm.running_mean, momentum * conv.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_conv_head_checkpoints_keep_their_keys():
+    head = tiny_model(student_head="conv").heads["exit_1"]
+    assert {"frames.norm.running_mean", "frames.norm.running_var", "frames.norm.weight"} <= set(head.state_dict())
+
+
+def test_legacy_gradient_checkpointing_in_a_pretrained_config_is_ignored(tmp_path):
+    """facebook/wav2vec2-base's config.json still says `gradient_checkpointing: true`;
+    from_pretrained turned activation checkpointing on without being asked."""
+    import json
+
+    from transformers import AutoModel
+
+    from emodistill.model import arch_config, load_backbone
+
+    AutoModel.from_config(arch_config("tiny")).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["gradient_checkpointing"] = True
+    (tmp_path / "config.json").write_text(json.dumps(config))
+
+    def checkpointing(model) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+    assert not checkpointing(load_backbone(BackboneConfig(pretrained=str(tmp_path))))
+    assert checkpointing(load_backbone(BackboneConfig(pretrained=str(tmp_path), gradient_checkpointing=True)))

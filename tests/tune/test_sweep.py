@@ -19,7 +19,7 @@ import yaml
 from emodistill.checkpoint import load_checkpoint
 from emodistill.train.config import TrainConfig
 from emodistill.tune.config import SweepConfig
-from emodistill.tune.objectives import OBJECTIVES
+from emodistill.evaluate.objectives import OBJECTIVES
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def write_configs(tmp_path, dataset, name, samples=3, epochs=1, scheduler="fifo"
 
 
 def test_sweep_reports_every_objective_and_exports_a_config_that_trains(ray_local, tiny_dataset, tmp_path):
-    from emodistill.train.loop import fit
+    from emodistill.train.driver import fit
     from emodistill.tune.sweep import run_sweep
 
     paper = {"loss.kd_weight": 1.0, "loss.temperature": 1.0}

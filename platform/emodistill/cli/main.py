@@ -67,6 +67,7 @@ def profile(
     from emodistill.evaluate.latency import profile_exits
     from emodistill.evaluate.tables import profile_table
     from emodistill.model import BackboneConfig, EarlyExitModel, ModelConfig, load_backbone
+    from emodistill.exits import exit_name
     from emodistill.model.early_exit import resolve_spec
 
     if arch is not None and backbone is not None:
@@ -81,7 +82,7 @@ def profile(
     model = EarlyExitModel(encoder, resolve_spec(
         ModelConfig(backbone=bb, exits=blocks, student_head=student_head, teacher_head=teacher_head), labels, depth
     ))
-    names = [f"exit_{b}" for b in blocks]
+    names = [exit_name(b) for b in blocks]
     report = profile_exits(model, names, seconds=seconds, warmup=warmup, repeats=repeats, device=device)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -156,48 +157,67 @@ def ingest(
 
 
 def _print_exit_table(metrics: dict) -> None:
+    from emodistill.evaluate.metrics import exits_in, metric_key
     from emodistill.evaluate.tables import markdown_table
-    from emodistill.exits import sort_exits
 
-    exits = sort_exits(k.split("/")[1] for k in metrics if k.startswith("val/exit_"))
-    rows = [[n, metrics[f"val/{n}/uar"], metrics[f"val/{n}/wa"], metrics[f"val/{n}/macro_f1"]] for n in exits]
-    typer.echo(markdown_table(["exit", "UAR", "WA", "macro-F1"], rows))
+    rows = [[n, *(metrics[metric_key(n, k)] for k in ("uar", "wa", "macro_f1"))] for n in exits_in(metrics)]
+    typer.echo(markdown_table(["exit", "val UAR", "val WA", "val macro-F1"], rows))
+
+
+def _parse_folds(folds: str) -> list[int] | None:
+    return None if folds.strip() == "all" else [int(f) for f in _parse_blocks(folds) or []]
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
     config: str = typer.Option(..., "--config", help="Training config YAML (see jobs/configs/)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, print the resolved config, exit."),
-    folds: Optional[str] = typer.Option(None, help="'all' (or 0,2,4): speaker-independent cross-validation."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check the config, dataset, selection, exits and metric (no Ray); print the plan; exit."
+    ),
+    folds: Optional[str] = typer.Option(
+        None, help="'all' (or 0,2,4): cross-validation, each fold tested once; selection on speakers of the others."
+    ),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)."),
 ) -> None:
     """Self-distillation fine-tuning on Ray Train. Extra arguments are key=value overrides."""
     from emodistill.train.config import TrainConfig
+    from emodistill.train.preflight import preflight
 
     cfg = TrainConfig.from_yaml(config, list(ctx.args))
+    if folds:
+        from emodistill.data.schema import read_info
+        from emodistill.train.cv import fold_config
+
+        chosen = _parse_folds(folds)
+        plans = [preflight(fold_config(cfg, f)) for f in (chosen or read_info(cfg.data.dataset, cfg.data.s3).folds)]
+    else:
+        plans = [preflight(cfg)]
     if dry_run:
-        typer.echo(cfg.to_yaml())
+        typer.echo(cfg.to_yaml().rstrip())
+        for plan in plans:
+            typer.echo("\n".join(f"# {line}" for line in [f"run {plan.cfg.run.name}:", *plan.lines()]))
         return
     from emodistill.cluster import init_ray
 
     init_ray(address)
     if folds:
-        from emodistill.train.cv import cross_validate
+        from emodistill.train.cv import cross_validate, cv_table, fold_table
 
-        chosen = None if folds == "all" else [int(f) for f in _parse_blocks(folds) or []]
-        summary = cross_validate(cfg, chosen)
-        rows = [[k, v["mean"], v["std"]] for k, v in summary["metrics"].items() if k.endswith("/uar")]
-        from emodistill.evaluate.tables import markdown_table
-
-        typer.echo(markdown_table(["metric", "mean", "std"], rows))
+        summary = cross_validate(cfg, _parse_folds(folds))
+        typer.echo(cv_table(summary))
+        typer.echo("")
+        typer.echo(fold_table(summary))
+        typer.echo(f"\ncv.json, cv.md: {summary['out']}")
         return
-    from emodistill.train.loop import fit
+    from emodistill.train.driver import fit
 
     result = fit(cfg)
     _print_exit_table(result.best_metrics)
-    typer.echo(f"best checkpoint ({cfg.run.checkpoint_metric} = {result.best_metrics[cfg.run.checkpoint_metric]:.3f}): "
-               f"{result.best_checkpoint}")
+    metric = cfg.run.checkpoint_metric
+    typer.echo(f"best checkpoint (epoch {int(result.best_metrics['epoch']) + 1}, {metric} = "
+               f"{result.best_metrics[metric]:.3f}): {result.best_checkpoint}")
+    typer.echo(f"test it: emodistill evaluate {result.best_checkpoint} {cfg.data.dataset}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -218,13 +238,16 @@ def tune(
     from emodistill.tune.config import SweepConfig
 
     cfg = SweepConfig.from_yaml(config, list(ctx.args) + ([f"latency_device={device}"] if device else []))
-    cfg.check()
+    from emodistill.evaluate.objectives import OBJECTIVES
+    from emodistill.train.preflight import preflight
+
+    plan = preflight(cfg.check(), check_storage=False)  # dataset, folds, exits: before any trial
     if dry_run:
-        typer.echo(cfg.to_yaml())
+        typer.echo(cfg.to_yaml().rstrip())
+        typer.echo("\n".join(f"# {line}" for line in ["every trial starts from:", *plan.lines()]))
         return
     from emodistill.cluster import init_ray
     from emodistill.evaluate.tables import markdown_table
-    from emodistill.tune.objectives import OBJECTIVES
     from emodistill.tune.sweep import run_sweep
 
     init_ray(address)
@@ -238,13 +261,17 @@ def tune(
 def evaluate(
     checkpoint: str = typer.Argument(..., help="Checkpoint directory (local or s3://)."),
     dataset: str = typer.Argument(..., help="Dataset URI."),
-    folds: Optional[str] = typer.Option(None, help="Folds to evaluate, e.g. 0,1 (default: the checkpoint's held-out folds)."),
+    folds: Optional[str] = typer.Option(None, help="Folds to evaluate, e.g. 0,1 (default: the test part of the checkpoint's run)."),
     splits: Optional[str] = typer.Option(None, help="Splits to evaluate instead, e.g. test."),
     out: Optional[str] = typer.Option(None, help="Output directory (default: report/ beside the checkpoint)."),
     repeats: int = typer.Option(20, min=1, help="Timed runs per exit and clip length."),
     latency_seconds: str = typer.Option("1,3,6", help="Clip lengths (s) at which latency is profiled."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads while timing."),
     device: str = typer.Option("cpu", help="Where latency is measured: cpu, cuda or cuda:<n> (recorded in exit_profile.json)."),
+    full_clips: bool = typer.Option(
+        False, "--full-clips", help="Evaluate whole clips instead of the checkpoint's own preprocessing."
+    ),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also score the eGeMAPS + LR floor."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json instead of the table."),
 ) -> None:
     """Per-exit UAR/WA/F1 and cut-model latency, fusion and early-exit sweeps; writes the report files."""
@@ -262,6 +289,8 @@ def evaluate(
         latency_seconds=[float(s) for s in latency_seconds.split(",") if s.strip()],
         threads=threads,
         device=device,
+        preprocessing="full" if full_clips else "checkpoint",
+        baseline=baseline,
     )
     report = run_evaluate(cfg)
     if as_json:

@@ -5,6 +5,7 @@
     decode + check      -> in parallel over cores: read, sha256, decode, mono, 16 kHz, limits
     deduplicate         -> identical source bytes are kept once (first path wins)
     folds               -> the corpus' own folds, else speaker-independent k-fold by seed
+    order               -> rows in a seeded random order (never the corpus' session/dialog order)
     write               -> shards (bounded size, atomic), rejects.csv, dataset.json last
 
 Nothing is lost: every audio file seen ends up as a row or as a line of rejects.csv with
@@ -28,10 +29,9 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 from pydantic import Field, field_validator
 
-from emodistill.config import Config
+from emodistill.config import Config, load_yaml
 from emodistill.data import audio
 from emodistill.data.corpora import FORMATS, SourceItem, get_corpus
 from emodistill.data.schema import ARROW_SCHEMA, INFO_FILE, REJECTS_FILE, SCHEMA_VERSION, DatasetInfo, ShardInfo
@@ -81,7 +81,7 @@ def parse_label_mapping(text: str | None) -> dict[str, str | None] | None:
         return dict(LABEL_PRESETS[text])
     if os.path.isfile(text):
         with open(text) as fh:
-            loaded = yaml.safe_load(fh)
+            loaded = load_yaml(fh.read())
         if not isinstance(loaded, dict):
             raise ValueError(f"{text}: expected a mapping label -> label")
         return {str(k).lower(): (None if v in (None, "-") else str(v)) for k, v in loaded.items()}
@@ -221,8 +221,15 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> IngestReport:
     for r in rows:
         r["label_id"] = label_id[r["label"]]
     speaker_folds, fold_source, num_folds = _folds(rows, cfg)
-    rows.sort(key=lambda r: r["utterance_id"])
+    rows.sort(key=lambda r: row_order_key(r["utterance_id"], cfg.seed))
     return _write(cfg, corpus.name, rows, rejects, labels, speaker_folds, fold_source, num_folds, len(items))
+
+
+def row_order_key(utterance_id: str, seed: int) -> str:
+    """Where a row goes in the shards: a seeded hash of its id. Rows of one session or
+    dialog (neighbours in the corpus' own order, alike in speaker and emotion) land far
+    apart, so a shard's blocks are mixed; the same input and seed give the same order."""
+    return hashlib.sha256(f"{seed}:{utterance_id}".encode()).hexdigest()
 
 
 def _final_label(item: SourceItem, mapping: dict[str, str | None] | None, rejects: list[Reject]) -> str | None:

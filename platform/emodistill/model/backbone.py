@@ -11,10 +11,7 @@ blocks, so "the output of block k" would no longer be block k (see docs/method).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -98,13 +95,19 @@ def arch_config(arch: str, family: str = "wav2vec2", **overrides: Any) -> Pretra
     return config
 
 
-def load_backbone(cfg: BackboneConfig) -> PreTrainedModel:
-    """Instantiate the encoder described by ``cfg`` (weights loaded when ``pretrained``)."""
+def load_backbone(cfg: BackboneConfig, s3: Any = None) -> PreTrainedModel:
+    """Instantiate the encoder described by ``cfg`` (weights loaded when ``pretrained``;
+    ``s3``: the run's S3Options for an ``s3://`` source)."""
     overrides = {**cfg.overrides, "layerdrop": 0.0}
     if cfg.pretrained is not None:
-        source = localize(cfg.pretrained)
+        source = localize(cfg.pretrained, s3)
         config = AutoConfig.from_pretrained(source)
         _check_supported(config)
+        # Hub configs from before transformers 4.x (facebook/wav2vec2-base among them)
+        # carry `gradient_checkpointing: true`, which from_pretrained would honour
+        # silently; only BackboneConfig.gradient_checkpointing decides.
+        if hasattr(config, "gradient_checkpointing"):
+            delattr(config, "gradient_checkpointing")
         for key, value in overrides.items():
             setattr(config, key, value)
         model = AutoModel.from_pretrained(source, config=config)
@@ -150,27 +153,15 @@ def _check_supported(config: PretrainedConfig) -> None:
         )
 
 
-def localize(uri: str) -> str:
+def localize(uri: str, s3: Any = None) -> str:
     """Return a local directory (or hub id) for ``uri``; ``s3://`` prefixes are downloaded
-    once into a cache keyed by the URI (``EMODISTILL_CACHE``, default ~/.cache/emodistill)."""
+    once into a cache keyed by the URI (``EMODISTILL_CACHE``, default ~/.cache/emodistill),
+    with ``s3`` (S3Options: endpoint, keys) or the AWS environment."""
     if not uri.startswith("s3://"):
         looks_local = uri.startswith(("/", "./", "../", "~")) or os.path.exists(uri)
         if looks_local and not os.path.isdir(os.path.expanduser(uri)):
             raise FileNotFoundError(f"no backbone directory at {uri}")
         return os.path.expanduser(uri) if looks_local else uri
-    import fsspec
+    from emodistill.storage import cached_copy
 
-    cache_root = Path(os.environ.get("EMODISTILL_CACHE", Path.home() / ".cache" / "emodistill"))
-    target = cache_root / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if (target / "config.json").exists():
-        return str(target)
-    fs, path = fsspec.core.url_to_fs(uri)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"no model at {uri}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent))
-    fs.get(path.rstrip("/") + "/", str(tmp), recursive=True)
-    if not (tmp / "config.json").exists():
-        raise FileNotFoundError(f"{uri} holds no config.json")
-    os.replace(tmp, target)
-    return str(target)
+    return cached_copy(uri, s3)

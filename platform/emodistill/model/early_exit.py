@@ -273,7 +273,7 @@ class EarlyExitModel(nn.Module):
 
         handles = [encoder.layers[b - 1].register_forward_hook(capture(b)) for b in set(blocks)]
         try:
-            with self._span(start, depth):
+            with self._span(start, depth), self._masked_positions(frame_mask, start):
                 last = encoder(hidden, attention_mask=frame_mask).last_hidden_state
         finally:
             for handle in handles:
@@ -283,6 +283,24 @@ class EarlyExitModel(nn.Module):
             # LayerNorm here); identical to the block output for post-norm models.
             captured[depth] = last
         return {b: captured[b] for b in blocks}
+
+    @contextmanager
+    def _masked_positions(self, frame_mask: torch.Tensor | None, start: int) -> Iterator[None]:
+        """data2vec-audio's positional embedding is a stack of convs, each followed by a
+        LayerNorm and GELU: after the first, padded frames are no longer zero and leak
+        into the last real frames through the next conv, so a padded clip would differ
+        from the clip alone. While a padded batch runs, zero the padded frames after each
+        conv layer (what the clip alone sees: the conv's own zero padding)."""
+        encoder = self.backbone.encoder
+        pos = encoder.pos_conv_embed
+        if frame_mask is None or start > 0 or not isinstance(getattr(pos, "layers", None), nn.ModuleList):
+            yield
+            return
+        encoder.pos_conv_embed = _MaskedConvStack(pos, frame_mask)
+        try:
+            yield
+        finally:
+            encoder.pos_conv_embed = pos
 
     @contextmanager
     def _span(self, start: int, depth: int) -> Iterator[None]:
@@ -329,6 +347,21 @@ class EarlyExitModel(nn.Module):
         return model.train(self.training)
 
 
+class _MaskedConvStack(nn.Module):
+    """A stacked positional conv (data2vec-audio) run with padded frames zeroed between layers."""
+
+    def __init__(self, stack: nn.Module, frame_mask: torch.Tensor):
+        super().__init__()
+        self.stack = stack
+        self.keep = frame_mask.unsqueeze(1)  # (batch, 1, frames)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        x = hidden.transpose(1, 2)  # (batch, hidden, frames)
+        for layer in self.stack.layers:
+            x = layer(x) * self.keep.to(x.dtype)
+        return x.transpose(1, 2)
+
+
 class _NoPosition(nn.Module):
     """Stands in for the positional convolution when resuming: adds nothing."""
 
@@ -353,9 +386,10 @@ class _WithPositionBias(nn.Module):
         return self.layer(hidden_states, position_bias=position_bias, **kwargs)
 
 
-def build_model(cfg: ModelConfig, labels: Sequence[str]) -> EarlyExitModel:
-    """Load or initialise the backbone of ``cfg`` and attach fresh heads for ``labels``."""
-    backbone = load_backbone(cfg.backbone)
+def build_model(cfg: ModelConfig, labels: Sequence[str], s3=None) -> EarlyExitModel:
+    """Load or initialise the backbone of ``cfg`` and attach fresh heads for ``labels``
+    (``s3``: S3Options for an ``s3://`` backbone)."""
+    backbone = load_backbone(cfg.backbone, s3)
     spec = resolve_spec(cfg, labels, backbone.config.num_hidden_layers)
     return EarlyExitModel(backbone, spec)
 

@@ -56,18 +56,36 @@ class _Recurrent(nn.Module):
         return self.act(self.norm(out))
 
 
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over the valid frames only. In training, the batch statistics (and the
+    running statistics they update) come from real frames, never from padding, so a batch
+    normalises the same however much padding it carries; padded frames come out as 0.
+    In eval, every frame is normalised by the running statistics alone (exact anyway)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, channels, frames); mask: (batch, frames) bool, True = valid."""
+        if mask is None or not self.training:
+            return super().forward(x)
+        frames = x.transpose(1, 2)  # (batch, frames, channels)
+        out = torch.zeros_like(frames)
+        out[mask] = super().forward(frames[mask])  # (valid frames, channels): statistics over them only
+        return out.transpose(1, 2)
+
+
 class _PointwiseConv(nn.Module):
-    """1x1 conv + BatchNorm + ReLU over frames (the paper's "CNN" variant)."""
+    """1x1 conv + BatchNorm (over valid frames) + ReLU over frames (the paper's "CNN" variant)."""
+
+    takes_mask = True  # ExitHead passes the frame mask
 
     def __init__(self, hidden: int):
         super().__init__()
         self.conv = nn.Conv1d(hidden, hidden, kernel_size=1)
-        self.norm = nn.BatchNorm1d(hidden)
+        self.norm = MaskedBatchNorm1d(hidden)
         self.act = nn.ReLU()
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = frames.transpose(1, 2)  # (batch, hidden, frames)
-        return self.act(self.norm(self.conv(x))).transpose(1, 2)
+        return self.act(self.norm(self.conv(x), mask)).transpose(1, 2)
 
 
 def _frame_encoder(head_type: str, hidden: int) -> nn.Module:
@@ -95,7 +113,9 @@ class ExitHead(nn.Module):
         self.classifier = nn.Linear(dim, num_labels)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor | None) -> HeadOutput:
-        embedding = masked_mean(self.frames(frames), mask)  # (batch, hidden)
+        # a frame encoder that normalises across frames (`takes_mask`) must see the mask
+        encoded = self.frames(frames, mask) if getattr(self.frames, "takes_mask", False) else self.frames(frames)
+        embedding = masked_mean(encoded, mask)  # (batch, hidden)
         linear = self.proj(self.dropout(embedding))  # (batch, dim)
         logits = self.classifier(self.dropout(self.act(linear)))  # (batch, classes)
         return HeadOutput(logits=logits, embedding=embedding, linear=linear)

@@ -2,7 +2,7 @@
 
     model:   ModelConfig     backbone, exits, heads
     loss:    LossConfig      weights, temperature, detach; `preset:` starts from a preset
-    data:    DataConfig      dataset URI, train/validation folds or splits, batching
+    data:    DataConfig      dataset URI, train / val (selection) / test folds or splits, batching
     optim:   OptimConfig     optimiser, learning rates, schedule, accumulation, epochs
     scaling: ScalingConfig   Ray Train workers, GPUs
     run:     RunConfig       name, storage, checkpoints kept and by which metric, failures
@@ -12,38 +12,73 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from emodistill.config import Config
 from emodistill.data.batching import BatchOptions
+from emodistill.evaluate.metrics import metric_mode
+from emodistill.exits import exit_name
 from emodistill.storage import S3Options
 from emodistill.losses import LossConfig, preset
-from emodistill.model import ModelConfig
+from emodistill.model import ModelConfig, arch_config
+
+
+def arch_depth(model: ModelConfig) -> int | None:
+    """Blocks of a random-init ``arch`` backbone (None for a pretrained one: its config
+    is read by the preflight checks, :mod:`emodistill.train.preflight`)."""
+    bb = model.backbone
+    if bb.arch is None:
+        return None
+    return int(arch_config(bb.arch, bb.family, **bb.overrides).num_hidden_layers)
 
 
 class DataConfig(Config):
-    """Which dataset, which part trains and which validates."""
+    """Which dataset, and which speakers train, select the checkpoint and test (data/folds.py)."""
 
     dataset: str = Field(description="Dataset URI written by `emodistill ingest` (directory or s3://).")
     val_folds: list[int] | None = Field(
-        None, description="Held-out speaker-independent folds (default: the last fold). Ignored with splits."
+        None,
+        description="Folds whose speakers select the checkpoint (default: none; val_fraction of the training "
+        "folds' speakers are carved out instead). Never the test folds.",
     )
-    train_folds: list[int] | None = Field(None, description="Training folds (default: every fold not held out).")
+    train_folds: list[int] | None = Field(None, description="Training folds (default: every fold not val or test).")
     train_splits: list[str] | None = Field(None, description="Use the corpus' own splits instead of folds: training splits.")
-    val_splits: list[str] | None = Field(None, description="Validation splits (with train_splits).")
+    val_splits: list[str] | None = Field(None, description="Selection splits (with train_splits), e.g. [dev].")
     train_batch: BatchOptions = Field(
         default_factory=lambda: BatchOptions(mode="crop", max_seconds=6.0), description="How training clips are batched."
     )
     val_batch: BatchOptions = Field(
-        default_factory=lambda: BatchOptions(mode="full"), description="How validation clips are batched."
+        default_factory=lambda: BatchOptions(mode="full"),
+        description="How held-out clips are prepared (validation, and evaluation of the checkpoint).",
     )
-    s3: S3Options = Field(default_factory=S3Options, description="S3 settings for s3:// datasets.")
+    s3: S3Options = Field(
+        default_factory=S3Options, description="S3 settings for every s3:// URI of the run (dataset, backbone, checkpoints)."
+    )
+    test_folds: list[int] | None = Field(
+        None, description="Folds evaluated only, never used for selection (default: the last fold; [] for none)."
+    )
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Without val_folds: share of the training folds' speakers (at least 1) that select."
+    )
+    test_splits: list[str] | None = Field(None, description="Splits evaluated only (with train_splits), e.g. [test].")
+    shuffle: Literal["global", "blocks"] = Field(
+        "global",
+        description="Training order, new every epoch (seeded): global = any row anywhere; blocks = block order only "
+        "(for corpora too large to shuffle) plus a local buffer.",
+    )
 
     @model_validator(mode="after")
     def _splits_together(self) -> DataConfig:
         if (self.train_splits is None) != (self.val_splits is None):
             raise ValueError("data: give both train_splits and val_splits, or neither (then folds are used)")
+        if self.test_splits is not None and self.train_splits is None:
+            raise ValueError("data: test_splits needs train_splits and val_splits (the corpus' own protocol)")
         return self
+
+    def selection_args(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`emodistill.data.folds.select` (plus the run's seed)."""
+        keys = ("train_folds", "val_folds", "test_folds", "val_fraction", "train_splits", "val_splits", "test_splits")
+        return {k: getattr(self, k) for k in keys}
 
 
 class OptimConfig(Config):
@@ -80,7 +115,9 @@ class RunConfig(Config):
     storage_path: str = Field("runs/ray", description="Ray Train storage: local directory or s3:// prefix.")
     keep_checkpoints: int = Field(2, ge=1, description="Best checkpoints to keep.")
     checkpoint_metric: str = Field(
-        "val/teacher/uar", description="Metric ranking checkpoints, e.g. val/teacher/uar, val/mean_uar, val/exit_2/uar."
+        "val/teacher_uar",
+        description="Metric of the selection speakers ranking checkpoints, e.g. val/teacher_uar, val/mean_exit_uar, "
+        "val/exit_2/uar, val/loss/total (losses rank lowest first).",
     )
     max_failures: int = Field(2, ge=-1, description="Worker-group restarts allowed (-1: unlimited).")
     export_dir: str | None = Field(None, description="Also copy the best checkpoint here (local or s3://).")
@@ -90,6 +127,12 @@ class RunConfig(Config):
         "from its latest checkpoint (what a resubmitted job wants), or delete it and start over. Ray Train "
         "would otherwise silently continue, or return, the earlier run.",
     )
+
+    @field_validator("checkpoint_metric")
+    @classmethod
+    def _reported(cls, name: str) -> str:
+        metric_mode(name)  # a name no run reports fails here, not after the whole run
+        return name
 
 
 class TrainConfig(Config):
@@ -102,6 +145,21 @@ class TrainConfig(Config):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig, description="Ray Train workers.")
     run: RunConfig = Field(default_factory=RunConfig, description="Storage, checkpoints, failures.")
     seed: int = Field(0, description="Seed of model init, data order and crops.")
+
+    @model_validator(mode="after")
+    def _metric_of_an_exit(self) -> TrainConfig:
+        """An exit named in checkpoint_metric must be one the model has (when its depth is known here)."""
+        depth = arch_depth(self.model)
+        if depth is not None:
+            try:
+                metric_mode(self.run.checkpoint_metric, self.exit_names(depth))
+            except ValueError as err:
+                raise ValueError(f"run.checkpoint_metric: {err}") from None
+        return self
+
+    def exit_names(self, depth: int) -> list[str]:
+        """The model's exits on a backbone of ``depth`` blocks (the deepest is the teacher)."""
+        return [exit_name(b) for b in sorted({*self.model.exits, depth}) if b <= depth]
 
     @model_validator(mode="before")
     @classmethod

@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from emodistill.config import Config, apply_overrides
+from emodistill.config import Config, apply_overrides, load_yaml
 from emodistill.train.config import TrainConfig
-from emodistill.tune.objectives import OBJECTIVES
+from emodistill.evaluate.objectives import OBJECTIVES
 
 
 class Dimension(Config):
@@ -118,10 +118,8 @@ class SweepConfig(Config):
     def base_train_raw(self) -> dict:
         """The raw (unvalidated) train mapping every trial starts from, with relative local
         paths made absolute here: Tune runs each trial in a working directory of its own."""
-        import yaml
-
         with open(self.train_config) as fh:
-            raw = yaml.safe_load(fh) or {}
+            raw = load_yaml(fh.read()) or {}
         raw = apply_overrides(raw, self.train_overrides)
         data = raw.get("data") or {}
         if isinstance(data.get("dataset"), str):
@@ -140,7 +138,7 @@ class SweepConfig(Config):
     def check(self) -> TrainConfig:
         """Validate the base config and every searched value in it (before any trial runs)."""
         raw = self.base_train_raw()
-        base = TrainConfig.model_validate(raw)
+        base = TrainConfig.from_raw(raw, source=f"{self.train_config} (train_config)")
         for key, dim in self.search.items():
             for value in dim.sample_values():
                 try:

@@ -3,7 +3,7 @@
 The way current Ray documents Tune over Train v2: every trial is a driver function that
 builds the same ``TorchTrainer`` as ``emodistill train`` (``build_trainer``) with the
 trial's values and runs it; Tune's ``TuneReportCallback`` passes each epoch's report on.
-Every report carries the four objectives (``emodistill.tune.objectives``), computed in the
+Every report carries the four objectives (``emodistill.evaluate.objectives``), computed in the
 workers from the validation UARs and the exit latencies the sweep measured once up front.
 
 Outputs in ``out_dir``: ``results.csv`` / ``results.md`` (one row per trial at its best
@@ -27,7 +27,7 @@ from emodistill.storage import get_fs, join, write_bytes_atomic
 from emodistill.evaluate.tables import markdown_table
 from emodistill.train.config import TrainConfig
 from emodistill.tune.config import SweepConfig
-from emodistill.tune.objectives import OBJECTIVES, exit_uars, pareto_front
+from emodistill.evaluate.objectives import OBJECTIVES, exit_uars, pareto_front
 
 TRIALS_DIR = "trials"
 
@@ -76,7 +76,7 @@ def trial_driver(config: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from emodistill.train.loop import build_trainer
+    from emodistill.train.driver import build_trainer
 
     sweep = SweepConfig.model_validate(config["sweep"])
     trial_id = ray.tune.get_context().get_trial_id()
@@ -88,14 +88,15 @@ def trial_driver(config: dict) -> None:
                     "name": trial_id,
                     "storage_path": join(config["storage"], TRIALS_DIR),
                     "export_dir": None,
-                    "checkpoint_metric": sweep.objective,
                     "if_exists": "resume",  # a restored sweep continues an unfinished trial
                 }
             )
         }
     )
     objectives = {"latency_ms": config["latency_ms"], "budget_ms": sweep.latency_budget_ms}
-    build_trainer(cfg, progress=False, callbacks=[TuneReportCallback()], objectives=objectives).fit()
+    build_trainer(
+        cfg, progress=False, callbacks=[TuneReportCallback()], objectives=objectives, score=sweep.objective
+    ).fit()
 
 
 def _tuner(cfg: SweepConfig, train_raw: dict, latency_ms: dict[str, float], storage: str, restore: bool):
@@ -227,7 +228,7 @@ def trial_rows(cfg: SweepConfig, results, latency_ms: dict[str, float]) -> list[
         df = result.metrics_dataframe
         if df is None or df.empty or cfg.objective not in df:
             continue
-        best = df.loc[df[cfg.objective].idxmax()].to_dict()
+        best = pick_epoch(df.to_dict("records"), cfg.objective, checkpoint_exists)
         values = result.config["values"]
         row: dict[str, Any] = {"trial_id": result.metrics.get("trial_id", best.get("trial_id"))}
         row.update({k: values[k] for k in cfg.search})
@@ -242,8 +243,34 @@ def trial_rows(cfg: SweepConfig, results, latency_ms: dict[str, float]) -> list[
     return rows
 
 
+def checkpoint_exists(path: str | None) -> bool:
+    """A checkpoint directory Ray Train still holds (it deletes all but the best kept)."""
+    if not isinstance(path, str) or not path:
+        return False
+    from emodistill.checkpoint import CONFIG_FILE
+
+    fs, root = get_fs(path)
+    return fs.exists(join(root, CONFIG_FILE))
+
+
+def pick_epoch(records: list[dict], objective: str, exists=checkpoint_exists) -> dict:
+    """The epoch of one trial to report and export: the best by ``objective`` whose
+    checkpoint still exists. Epochs tie often (UAR moves in steps of 1/clips); Ray's
+    checkpoint manager keeps the *later* of tied checkpoints and deletes the earlier with
+    ``keep_checkpoints: 1``, so ties go to the later epoch, and an epoch whose checkpoint
+    is gone is passed over for the next one with the same score or lower."""
+    scored = [r for r in records if r.get(objective) is not None and r[objective] == r[objective]]  # drop NaN
+    if not scored:
+        raise ValueError(f"no epoch reported {objective}")
+    ranked = sorted(scored, key=lambda r: (float(r[objective]), float(r.get("epoch", -1))), reverse=True)
+    for r in ranked:
+        if exists(r.get("checkpoint_path")):
+            return r
+    return {**ranked[0], "checkpoint_path": None}  # the metrics stand; there is no checkpoint to export
+
+
 def write_outputs(cfg: SweepConfig, results, latency_ms: dict[str, float]) -> dict:
-    from emodistill.train.loop import export_checkpoint
+    from emodistill.train.driver import export_checkpoint
 
     rows = trial_rows(cfg, results, latency_ms)
     if not rows:

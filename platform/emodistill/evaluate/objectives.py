@@ -1,5 +1,7 @@
-"""What a sweep optimises: four objectives computed from one validation report and the
-exits' latencies. Pure functions; the names are result columns everywhere.
+"""What a model is scored by: four objectives from per-exit UARs and exit latencies.
+Pure functions, computed in one place: every epoch of a sweep's runs reports them (on the
+selection speakers) and ``emodistill evaluate`` puts them in its report (on the test
+speakers); tune ranks trials by those columns and never recomputes them.
 
 - ``teacher_uar``      UAR of the deepest exit
 - ``mean_exit_uar``    mean UAR over every exit
@@ -15,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from emodistill.evaluate.metrics import metric_key
 from emodistill.exits import sort_exits
 
 OBJECTIVES = ("teacher_uar", "mean_exit_uar", "budget_uar", "uar_latency_auc")
@@ -22,15 +25,23 @@ OBJECTIVES = ("teacher_uar", "mean_exit_uar", "budget_uar", "uar_latency_auc")
 
 def exit_uars(metrics: Mapping[str, float], exits: Sequence[str]) -> dict[str, float]:
     """``val/exit_<b>/uar`` of every exit in ``exits`` that the report has, shallow first."""
-    found = {n: float(metrics[f"val/{n}/uar"]) for n in exits if f"val/{n}/uar" in metrics}
+    found = {n: float(metrics[metric_key(n, "uar")]) for n in exits if metric_key(n, "uar") in metrics}
     if not found:
         raise ValueError(f"the report has no val/<exit>/uar for any of {list(exits)}")
     return {n: found[n] for n in sort_exits(found)}
 
 
 def objectives(metrics: Mapping[str, float], latency_ms: Mapping[str, float], budget_ms: float) -> dict[str, float]:
-    """The four objectives of one report; ``latency_ms`` per exit name (batch 1, p50)."""
-    uar = exit_uars(metrics, list(latency_ms))
+    """The four objectives of one report (flat ``val/exit_<b>/uar`` metrics); ``latency_ms``
+    per exit name (batch 1, p50)."""
+    return objectives_of(exit_uars(metrics, list(latency_ms)), latency_ms, budget_ms)
+
+
+def objectives_of(uar: Mapping[str, float], latency_ms: Mapping[str, float], budget_ms: float) -> dict[str, float]:
+    """The four objectives from per-exit UARs ({exit: uar}) and latencies ({exit: ms})."""
+    uar = {n: float(uar[n]) for n in sort_exits(uar) if n in latency_ms}
+    if not uar:
+        raise ValueError("no exit has both a UAR and a latency")
     names = list(uar)
     within = [n for n in names if latency_ms[n] <= budget_ms]
     return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emodistill.tune.objectives import OBJECTIVES, objectives, pareto_front, uar_latency_auc
+from emodistill.evaluate.objectives import OBJECTIVES, objectives, pareto_front, uar_latency_auc
 
 METRICS = {"val/exit_1/uar": 0.5, "val/exit_2/uar": 0.7, "val/exit_4/uar": 0.6, "val/loss/total": 1.0}
 LATENCY = {"exit_1": 10.0, "exit_2": 20.0, "exit_4": 40.0}
