@@ -149,3 +149,75 @@ def test_bad_configs():
         SynthConfig(workers=2)
     assert set(EMOTIONS) >= {"neutral", "angry", "happy", "sad", "fearful", "surprised", "disgust", "calm"}
     assert SynthConfig().emotions == ["angry", "happy", "neutral", "sad"]
+
+
+# ---- other corpora: another acting style, other voices, noise and rooms ----------------------
+
+FIVE = ["angry", "happy", "neutral", "sad", "fearful"]
+
+
+def test_other_corpora_are_deterministic_and_well_formed():
+    for kw in [
+        {"prosody": "alt", "voices": "wide"},
+        {"noise": "babble", "snr_db": (0.0, 5.0), "reverb_rt60": (0.4, 0.6)},
+        {"noise": "white", "snr_db": (3.0, 3.0)},
+    ]:
+        cfg = SynthConfig(**kw, emotions=FIVE, min_seconds=1.0, max_seconds=1.0)
+        a, b = synthesize_clip(cfg, 3, "fearful", 1), synthesize_clip(cfg, 3, "fearful", 1)
+        np.testing.assert_array_equal(a, b)
+        assert a.size == 16000 and np.isfinite(a).all() and 0.01 < np.abs(a).max() < 0.95, kw
+        plain = synthesize_clip(SynthConfig(emotions=FIVE, min_seconds=1.0, max_seconds=1.0), 3, "fearful", 1)
+        assert not np.array_equal(a, plain), kw
+
+
+def test_the_other_acting_style_moves_the_cues_elsewhere():
+    cfg = SynthConfig(min_seconds=1.5, max_seconds=1.5, emotions=FIVE)
+    alt = cfg.model_copy(update={"prosody": "alt"})
+    clips = [(s, i) for s in range(6) for i in range(3)]
+    demo_angry, demo_neutral = (_mean_features(cfg, e, clips) for e in ("angry", "neutral"))
+    angry, neutral, fearful = (_mean_features(alt, e, clips) for e in ("angry", "neutral", "fearful"))
+    # demo: anger is much higher-pitched than neutral speech; alt (cold anger): barely, but still louder
+    assert demo_angry["f0"] - demo_neutral["f0"] > 3.0 > angry["f0"] - neutral["f0"]
+    assert angry["loudness"] > neutral["loudness"] + 1
+    assert fearful["loudness"] < neutral["loudness"]  # fear is quiet here, not in the demo
+
+
+def test_wide_voices_spread_further_than_the_demo_voices():
+    f0 = {v: [features(synthesize_clip(SynthConfig(voices=v, speakers=10), s, "neutral", 0))["f0"] for s in range(10)]
+          for v in ("demo", "wide")}
+    assert np.ptp(f0["wide"]) > np.ptp(f0["demo"])
+
+
+def test_noise_and_rooms_lower_the_clarity():
+    clean = SynthConfig(min_seconds=1.5, max_seconds=1.5, snr_db=(40.0, 40.0))
+    noisy = clean.model_copy(update={"noise": "babble", "snr_db": (0.0, 0.0)})
+    room = clean.model_copy(update={"reverb_rt60": (0.9, 0.9)})
+    spread = {name: np.mean([features(synthesize_clip(c, s, "angry", 0))["loudness_std"] for s in range(4)])
+              for name, c in [("clean", clean), ("noisy", noisy), ("room", room)]}
+    # pauses between syllables fill up with babble or with the room's tail
+    assert spread["noisy"] < spread["clean"] and spread["room"] < spread["clean"]
+
+
+def test_other_corpus_is_learnable_across_speakers(tmp_path):
+    """Speaker-independent smoke test of the alt corpus: simple features, held-out speakers."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cfg = SynthConfig(prosody="alt", voices="wide", speakers=8, emotions=FIVE, utterances=3, min_seconds=1.2, max_seconds=1.6)
+    rows = [(s, e, features(synthesize_clip(cfg, s, e, i))) for s in range(8) for e in FIVE for i in range(3)]
+    x = np.array([list(f.values()) for _, _, f in rows])
+    y = np.array([e for _, e, _ in rows])
+    held_out = np.array([s >= 6 for s, _, _ in rows])
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x[~held_out], y[~held_out])
+    accuracy = float((clf.predict(x[held_out]) == y[held_out]).mean())
+    assert accuracy > 0.4, accuracy  # chance is 0.2
+
+
+def test_bad_noise_and_room_settings():
+    with pytest.raises(ValidationError, match="above the high end"):
+        SynthConfig(snr_db=(20, 10))
+    with pytest.raises(ValidationError, match="positive"):
+        SynthConfig(reverb_rt60=(0.0, 0.5))
+    with pytest.raises(ValidationError):
+        SynthConfig(prosody="opera")

@@ -62,7 +62,7 @@ def test_train_with_the_default_metric_end_to_end(ray_local, tiny_dataset, tmp_p
     best = max(history, key=lambda h: (h["val/teacher_uar"], h["epoch"]))
     assert meta.epoch == best["epoch"], "the exported checkpoint is the best by the default metric"
     m = meta.metrics
-    for name in ["exit_1", "exit_2", "exit_3", "exit_4"]:
+    for name in ["exit_1", "exit_3", "exit_5", "exit_7"]:
         for key in ["uar", "wa", "macro_f1"]:
             assert 0.0 <= m[f"val/{name}/{key}"] <= 1.0
     for term in ["total", "teacher_ce", "exit_ce", "kd", "feature"]:
@@ -72,14 +72,14 @@ def test_train_with_the_default_metric_end_to_end(ray_local, tiny_dataset, tmp_p
     val, train, test = (set(sel.speakers[k]) for k in ("val", "train", "test"))
     assert len(val) == 1 and not (val & train) and not (val & test), "selection never sees test speakers"
     assert m["val/rows"] == 12, "every clip of the selection speaker, once"
-    assert load_checkpoint(tmp_path / "sd").model.exit_names == ["exit_1", "exit_2", "exit_3", "exit_4"]
+    assert load_checkpoint(tmp_path / "sd").model.exit_names == ["exit_1", "exit_3", "exit_5", "exit_7"]
     assert not (tmp_path / "sd" / "train_state.pt").exists(), "the export holds no optimiser state"
 
 
 def test_baselines_are_one_flag_away(ray_local, tiny_dataset, tmp_path):
     plain = fit(config(tiny_dataset, tmp_path, "plain", "model.exits=[]", "optim.epochs=1"))
     assert not any(k.startswith("val/exit_1") for k in plain.best_metrics)
-    assert "val/exit_4/uar" in plain.best_metrics and plain.best_metrics["train/loss/kd"] == 0
+    assert "val/exit_7/uar" in plain.best_metrics and plain.best_metrics["train/loss/kd"] == 0
     ce = fit(config(tiny_dataset, tmp_path, "ce", "loss.preset=ce_only", "optim.epochs=1"))
     assert ce.best_metrics["train/loss/kd"] == 0 and ce.best_metrics["train/loss/feature"] == 0
     assert ce.best_metrics["train/loss/exit_ce"] > 0 and "val/exit_1/uar" in ce.best_metrics
@@ -143,7 +143,7 @@ def test_cross_validation_tests_each_fold_once_against_the_egemaps_floor(ray_loc
     assert "| egemaps_logreg |" in run.output and " ± " in run.output
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert saved["folds"] == [0, 1, 2]
-    for name in ["exit_2", "exit_4"]:
+    for name in ["exit_2", "exit_7"]:
         row = saved["exits"][name]["test_uar"]
         assert len(row["folds"]) == 3 and row["mean"] == pytest.approx(sum(row["folds"]) / 3) and row["sd"] >= 0
         assert len(saved["exits"][name]["test_uar_last_epoch"]["folds"]) == 3

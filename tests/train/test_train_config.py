@@ -69,7 +69,7 @@ def test_dry_run_prints_the_resolved_config_and_the_plan(tiny_dataset, tmp_path)
     assert resolved["optim"]["epochs"] == 3 and resolved["loss"]["temperature"] == 1.0
     assert "# test (evaluated only): folds [2]" in out.stdout
     assert "# val (selects the checkpoint): folds [0, 1], speakers" in out.stdout
-    assert "exits exit_1, exit_2, exit_3, exit_4" in out.stdout
+    assert "exits exit_1, exit_3, exit_5, exit_7" in out.stdout
     bad = subprocess.run(
         [str(exe), "train", "--config", "jobs/configs/demo_cpu.yaml", "--dry-run", "optim.epoch=zero"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -94,10 +94,10 @@ def _dry_run(*args):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["model.exits=[2, 9]"], "model.exits [9] are deeper than the backbone's 4 blocks"),
+        (["model.exits=[2, 9]"], "model.exits [9] are deeper than the backbone's 7 blocks"),
         (["data.dataset=/nonexistent/data"], "no dataset at /nonexistent/data"),
         (["run.checkpoint_metric=val/teacher/uar"], "'val/teacher/uar' is not a metric a run reports"),
-        (["run.checkpoint_metric=val/exit_7/uar"], "names exit_7, which this model does not have"),
+        (["run.checkpoint_metric=val/exit_6/uar"], "names exit_6, which this model does not have"),
         (["data.test_folds=[1]", "data.val_folds=[1]"], "folds [1] are in more than one of train, val and test"),
         (["data.test_folds=[5]"], "no folds [5]"),
         (["optim.mixed_precison=no"], "did you mean 'mixed_precision'?"),

@@ -47,6 +47,21 @@ with neutral speech accordingly), a duration in [min_seconds, max_seconds], a pi
 offset, a rate factor, a level and a noise SNR, so the classes overlap: a speaker-independent
 split is meaningful and a shallow model on simple features is far from perfect.
 
+Other corpora (``SynthConfig`` fields; the defaults make the demo corpus above)
+------------------------------------------------------------------------------------
+- ``prosody: alt``  another acting style (``EMOTIONS_ALT``): cold anger (loud and pressed but
+  slow, flat and only a little higher), happy with rising contours and a lively rhythm, sad
+  trembling and creaky rather than low, fear quiet, breathy, fast and irregular, ... The
+  cues a model learns on the demo corpus do not transfer as they are.
+- ``voices: wide``  another speaker population: habitual pitch anywhere in 85..330 Hz
+  (children's voices included, no alternation), vocal tract x0.82..1.3, speaking rates
+  2.8..6 syllables/s, wider breathiness, loudness, effort and expressiveness, and each
+  speaker acts with their own strength (x0.6..1.1 of the intensity).
+- ``noise``  the background: ``pink`` (default), ``white`` or ``babble`` (speech-shaped
+  noise with the syllabic modulation of four talkers), at ``snr_db`` (a range, per clip).
+- ``reverb_rt60``  a room per speaker (RT60 drawn from the range; a synthetic impulse
+  response of decaying noise) applied before the background noise; off by default.
+
 Deterministic: a clip's random stream is seeded by (seed, speaker, emotion, index) alone and
 a speaker's traits by (seed, speaker), so a clip does not depend on which other clips are
 generated. Generation is vectorised (array passes and a few filter calls per clip, a few
@@ -62,6 +77,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import soundfile as sf
@@ -131,6 +147,43 @@ EMOTIONS: dict[str, EmotionProfile] = {
 }
 _EMOTION_INDEX = {name: i for i, name in enumerate(EMOTIONS)}
 
+# Another acting style for the same labels (``prosody: alt``): the cues point elsewhere.
+EMOTIONS_ALT: dict[str, EmotionProfile] = {
+    "neutral": EmotionProfile(
+        f0_scale=1.0, f0_range=3.5, contour="rise_fall", rate=1.0, loudness_db=0.0, effort=0.0, jitter=0.007,
+        shimmer=0.045, breath=0.12, creak=0.05, irregularity=0.1, pauses=0.18, formant_shift=1.0,
+    ),
+    "angry": EmotionProfile(  # cold anger: pressed and loud, but slow, flat and barely higher
+        f0_scale=1.08, f0_range=2.5, contour="flat", rate=0.9, loudness_db=9.0, effort=1.1, jitter=0.007,
+        shimmer=0.05, breath=0.04, creak=0.12, irregularity=0.0, pauses=0.28, formant_shift=1.0,
+    ),
+    "happy": EmotionProfile(  # rising, lively, smiling
+        f0_scale=1.18, f0_range=8.0, contour="rise", rate=1.15, loudness_db=2.0, effort=0.2, jitter=0.006,
+        shimmer=0.04, breath=0.12, creak=0.0, irregularity=0.35, pauses=0.08, formant_shift=1.07,
+    ),
+    "sad": EmotionProfile(  # trembling and creaky rather than low and quiet
+        f0_scale=0.93, f0_range=3.0, contour="rise_fall", rate=0.8, loudness_db=-3.0, effort=-0.6, jitter=0.022,
+        shimmer=0.09, breath=0.35, creak=0.3, irregularity=0.45, pauses=0.4, formant_shift=0.97,
+    ),
+    "fearful": EmotionProfile(  # quiet, breathy, fast and irregular
+        f0_scale=1.25, f0_range=4.0, contour="rise", rate=1.35, loudness_db=-3.0, effort=-0.3, jitter=0.035,
+        shimmer=0.1, breath=0.45, creak=0.0, irregularity=1.2, pauses=0.1, formant_shift=1.03,
+    ),
+    "surprised": EmotionProfile(
+        f0_scale=1.22, f0_range=12.0, contour="rise_fall", rate=0.95, loudness_db=4.0, effort=0.3, jitter=0.006,
+        shimmer=0.04, breath=0.15, creak=0.0, irregularity=0.0, pauses=0.2, formant_shift=1.03,
+    ),
+    "disgust": EmotionProfile(
+        f0_scale=0.86, f0_range=6.0, contour="fall", rate=0.75, loudness_db=-1.0, effort=0.3, jitter=0.02,
+        shimmer=0.1, breath=0.15, creak=0.45, irregularity=0.1, pauses=0.3, formant_shift=0.96,
+    ),
+    "calm": EmotionProfile(
+        f0_scale=0.96, f0_range=2.5, contour="fall", rate=0.9, loudness_db=-2.0, effort=-0.3, jitter=0.005,
+        shimmer=0.03, breath=0.2, creak=0.0, irregularity=0.0, pauses=0.25, formant_shift=0.99,
+    ),
+}  # fmt: skip
+PROSODIES: dict[str, dict[str, EmotionProfile]] = {"demo": EMOTIONS, "alt": EMOTIONS_ALT}
+
 # (F1, F2, F3, F4) in Hz for an average adult vocal tract: /a e i o u/ and schwa.
 VOWELS = np.array(
     [
@@ -160,6 +213,18 @@ class SynthConfig(Config):
     min_seconds: float = Field(1.5, gt=0, description="Shortest clip, seconds.")
     max_seconds: float = Field(3.5, gt=0, description="Longest clip, seconds.")
     sample_rate: int = Field(16000, ge=8000, le=192000, description="Sample rate of the written WAV files, Hz.")
+    prosody: Literal["demo", "alt"] = Field(
+        "demo", description="Acting style: how emotions move the voice (EMOTIONS or EMOTIONS_ALT)."
+    )
+    voices: Literal["demo", "wide"] = Field(
+        "demo", description="Speaker population: demo (alternating lower/higher voices) or wide (85..330 Hz, "
+        "wider rates and voice qualities, per-speaker acting strength).",
+    )
+    noise: Literal["pink", "white", "babble"] = Field("pink", description="Background noise added to every clip.")
+    snr_db: tuple[float, float] = Field((12.0, 35.0), description="Range of the background's SNR, dB (uniform per clip).")
+    reverb_rt60: tuple[float, float] | None = Field(
+        None, description="Reverberation: each speaker's room has an RT60 drawn from this range, seconds (None: dry)."
+    )
 
     @field_validator("emotions")
     @classmethod
@@ -175,6 +240,12 @@ class SynthConfig(Config):
     def _durations(self) -> SynthConfig:
         if self.min_seconds > self.max_seconds:
             raise ValueError(f"min_seconds ({self.min_seconds}) is larger than max_seconds ({self.max_seconds})")
+        for name in ("snr_db", "reverb_rt60"):
+            value = getattr(self, name)
+            if value is not None and value[0] > value[1]:
+                raise ValueError(f"{name}: the low end {value[0]} is above the high end {value[1]}")
+        if self.reverb_rt60 is not None and self.reverb_rt60[0] <= 0:
+            raise ValueError(f"reverb_rt60 must be positive, got {list(self.reverb_rt60)}")
         return self
 
 
@@ -189,10 +260,14 @@ class Speaker:
     gain_db: float  # level
     expressiveness: float  # pitch-range factor
     effort: float  # habitual effort offset
+    acting: float = 1.0  # how strongly the speaker acts: scales the emotion intensity
 
 
-def speaker_traits(seed: int, index: int) -> Speaker:
-    """Speaker ``index`` (0-based) of corpus ``seed``: even indices lower, odd higher voices."""
+def speaker_traits(seed: int, index: int, voices: str = "demo") -> Speaker:
+    """Speaker ``index`` (0-based) of corpus ``seed``: even indices lower, odd higher voices
+    (``voices="wide"``: the wide population, see the module docstring)."""
+    if voices == "wide":
+        return _wide_speaker(seed, index)
     rng = np.random.default_rng([seed, 0, index])
     higher = index % 2 == 1
     return Speaker(
@@ -206,7 +281,23 @@ def speaker_traits(seed: int, index: int) -> Speaker:
     )
 
 
-def _blend(emotion: EmotionProfile, intensity: float) -> EmotionProfile:
+def _wide_speaker(seed: int, index: int) -> Speaker:
+    rng = np.random.default_rng([seed, 4, index])
+    f0 = float(np.exp(rng.uniform(np.log(85.0), np.log(330.0))))
+    pitch = (np.log(f0) - np.log(85.0)) / (np.log(330.0) - np.log(85.0))  # 0..1: longer to shorter tracts
+    return Speaker(
+        f0=f0,
+        formants=float(np.clip(0.82 + 0.45 * pitch + rng.normal(0.0, 0.05), 0.82, 1.3)),
+        rate=float(rng.uniform(2.8, 6.0)),
+        breath=float(rng.uniform(0.4, 2.2)),
+        gain_db=float(rng.uniform(-5.0, 5.0)),
+        expressiveness=float(rng.uniform(0.5, 1.6)),
+        effort=float(rng.uniform(-0.45, 0.45)),
+        acting=float(rng.uniform(0.6, 1.1)),
+    )
+
+
+def _blend(emotion: EmotionProfile, intensity: float, neutral: EmotionProfile = NEUTRAL) -> EmotionProfile:
     """Neutral speech moved ``intensity`` (0..1) of the way towards ``emotion``.
 
     Numbers are interpolated; the contour name is the emotion's (``synthesize_clip`` blends
@@ -214,7 +305,7 @@ def _blend(emotion: EmotionProfile, intensity: float) -> EmotionProfile:
     """
     values = {}
     for f in fields(EmotionProfile):
-        a, b = getattr(NEUTRAL, f.name), getattr(emotion, f.name)
+        a, b = getattr(neutral, f.name), getattr(emotion, f.name)
         values[f.name] = b if isinstance(b, str) else a + intensity * (b - a)
     return EmotionProfile(**values)
 
@@ -266,12 +357,14 @@ def _rms(x: np.ndarray) -> float:
 def synthesize_clip(cfg: SynthConfig, speaker: int, emotion: str, index: int) -> np.ndarray:
     """Clip ``index`` of ``speaker`` (0-based) acting ``emotion``: mono float32 at ``cfg.sample_rate``."""
     sr = cfg.sample_rate
-    spk = speaker_traits(cfg.seed, speaker)
+    spk = speaker_traits(cfg.seed, speaker, cfg.voices)
+    table = PROSODIES[cfg.prosody]
+    neutral = table["neutral"]
     rng = np.random.default_rng([cfg.seed, 1, speaker, _EMOTION_INDEX[emotion], index])
 
     # ---- per-utterance variation -------------------------------------------------------
-    intensity = float(rng.uniform(0.5, 1.0))
-    p = _blend(EMOTIONS[emotion], intensity)
+    intensity = float(rng.uniform(0.5, 1.0)) * spk.acting
+    p = _blend(table[emotion], intensity, neutral)
     lo, hi = int(np.ceil(cfg.min_seconds * sr)), int(np.floor(cfg.max_seconds * sr))
     n = int(rng.uniform(cfg.min_seconds, cfg.max_seconds) * sr)
     n = max(1, min(max(n, lo), hi) if lo <= hi else hi)
@@ -281,7 +374,7 @@ def synthesize_clip(cfg: SynthConfig, speaker: int, emotion: str, index: int) ->
     pitch_range = p.f0_range * spk.expressiveness * float(rng.uniform(0.75, 1.25))
     syl_rate = spk.rate * p.rate * float(rng.uniform(0.88, 1.12))
     formant_scale = spk.formants * p.formant_shift * float(rng.uniform(0.97, 1.03))
-    snr_db = float(rng.uniform(12.0, 35.0))
+    snr_db = float(rng.uniform(*cfg.snr_db))
     level_db = -16.0 + p.loudness_db + spk.gain_db + float(rng.uniform(-6.0, 6.0))
 
     # ---- syllables: onset consonant + vowel nucleus, some followed by pauses ------------
@@ -312,7 +405,7 @@ def synthesize_clip(cfg: SynthConfig, speaker: int, emotion: str, index: int) ->
     tf = np.arange(int(seconds * FRAME_RATE) + 6) / FRAME_RATE
     fi, flocal, finside = locate(tf)
     x = np.clip(tf / seconds, 0.0, 1.0)
-    semis = pitch_range * ((1 - intensity) * _shape(NEUTRAL.contour, x) + intensity * _shape(p.contour, x))
+    semis = pitch_range * ((1 - intensity) * _shape(neutral.contour, x) + intensity * _shape(p.contour, x))
     bump = np.where(finside, np.sin(np.pi * np.clip(flocal / dur[fi], 0, 1)), 0.0)
     semis += 0.5 * pitch_range * accent_pitch[fi] * bump
     semis += 0.5 * _slow_noise(rng, tf, 3.0)
@@ -400,15 +493,51 @@ def synthesize_clip(cfg: SynthConfig, speaker: int, emotion: str, index: int) ->
     consonant_db = float(rng.uniform(-18.0, -9.0)) + 4 * effort
     out = voiced + voiced_rms * 10 ** (consonant_db / 20) * (fricative + 0.7 * burst)
 
-    # ---- background noise, level ---------------------------------------------------------
+    # ---- room, background noise, level ------------------------------------------------------
+    if cfg.reverb_rt60 is not None:
+        out = _reverberate(out, _room(cfg, speaker), sr)
     active = (env > 0.05) | (fric_env > 0.05)
     signal_rms = _rms(out[active]) or _rms(out) or 1.0
-    background = lfilter([1.0], [1.0, -0.9], rng.standard_normal(n))
+    background = _background(cfg.noise, rng, n, sr)
     out += background / (_rms(background) + 1e-12) * signal_rms * 10 ** (-snr_db / 20)
     out -= out.mean()
     peak = float(np.abs(out).max()) or 1.0
     out *= 10 ** (min(level_db, -1.0) / 20) / peak
     return out.astype(np.float32)
+
+
+def _background(kind: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Background noise of ``kind`` (any level: the caller scales it to the SNR)."""
+    if kind == "pink":  # the demo corpus' pinkish noise (one-pole low-pass of white noise)
+        return lfilter([1.0], [1.0, -0.9], rng.standard_normal(n))
+    if kind == "white":
+        return rng.standard_normal(n)
+    # babble: four talkers of speech-shaped noise (energy around 300..3000 Hz), each
+    # switched on and off by its own syllable-rate envelope
+    t = np.arange(n) / sr
+    shaped = sosfilt(_bandpass(800.0, 1400.0, sr), rng.standard_normal((4, n)), axis=1)
+    rates = rng.uniform(3.0, 6.0, 4)
+    envelopes = np.stack([np.clip(_slow_noise(rng, t, r) + 0.3, 0.0, None) for r in rates])
+    return (shaped * envelopes).sum(axis=0)
+
+
+def _room(cfg: SynthConfig, speaker: int) -> np.ndarray:
+    """The impulse response of ``speaker``'s room: the direct path, then decaying noise."""
+    rng = np.random.default_rng([cfg.seed, 3, speaker])
+    rt60 = float(rng.uniform(*cfg.reverb_rt60))
+    t = np.arange(int(rt60 * cfg.sample_rate)) / cfg.sample_rate
+    tail = rng.standard_normal(t.size) * 10 ** (-3 * t / rt60)  # -60 dB at rt60
+    tail[: int(0.003 * cfg.sample_rate)] = 0.0  # first reflections after ~3 ms
+    direct_to_reverb = float(rng.uniform(0.25, 0.6))
+    response = direct_to_reverb * tail / (np.sqrt(np.sum(tail**2)) + 1e-12)
+    response[0] = 1.0
+    return response
+
+
+def _reverberate(x: np.ndarray, response: np.ndarray, sr: int) -> np.ndarray:
+    from scipy.signal import fftconvolve
+
+    return fftconvolve(x, response)[: x.size]
 
 
 def speaker_id(speaker: int) -> str:

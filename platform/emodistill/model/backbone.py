@@ -4,6 +4,9 @@ Supported families (all share the layout ``feature_extractor`` -> ``feature_proj
 -> ``encoder.layers[0..L-1]``): wav2vec 2.0, HuBERT, WavLM and data2vec-audio. A backbone
 comes from a hub id, a local directory or an ``s3://`` prefix (``from_pretrained``), or is
 randomly initialised from a named shape (``arch``) for tests, profiling and the demo.
+A random-init backbone can swap its conv feature encoder for a log-mel front-end
+(``frontend: logmel``, see ``emodistill.model.frontend``): far cheaper, and a better start
+when training from scratch on a small corpus.
 
 ``layerdrop`` is always forced to 0: with layer drop a training step silently skips
 blocks, so "the output of block k" would no longer be block k (see docs/method).
@@ -18,6 +21,7 @@ from pydantic import Field, model_validator
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from emodistill.config import Config
+from emodistill.model.frontend import FRONTEND_TYPES, LOGMEL, LogMelFrontEnd
 
 Family = Literal["wav2vec2", "hubert", "wavlm", "data2vec-audio"]
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
@@ -40,6 +44,21 @@ ARCHS: dict[str, dict[str, Any]] = {
         "num_conv_pos_embedding_groups": 4,
         "mask_time_prob": 0.0,  # SpecAugment off by default at this size
     },
+    # The CPU demo's shape: wider blocks than `tiny`, so that the blocks, not the front-end,
+    # are what a deeper exit pays for (with `frontend: logmel`, exit_1 costs about a third
+    # of the teacher). The conv_* values are tiny's, used with `frontend: conv`.
+    "small": {
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 512,
+        "conv_dim": (64, 64, 64, 64),
+        "conv_kernel": (10, 8, 4, 4),
+        "conv_stride": (5, 4, 4, 4),
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 4,
+        "mask_time_prob": 0.0,
+    },
 }
 
 
@@ -51,8 +70,16 @@ class BackboneConfig(Config):
         description="Hub id (facebook/wav2vec2-base), local directory or s3:// prefix of a "
         "saved model loaded with from_pretrained. Exclusive with `arch`.",
     )
-    arch: Literal["tiny", "base"] | None = Field(
-        None, description="Random-init named shape (no download): `tiny` or `base` (wav2vec2-base)."
+    arch: Literal["tiny", "small", "base"] | None = Field(
+        None,
+        description="Random-init named shape (no download): `tiny`, `small` (the CPU demo's, blocks dominate "
+        "the cost) or `base` (wav2vec2-base).",
+    )
+    frontend: Literal["conv", "logmel", "logmel_pitch"] = Field(
+        "conv",
+        description="What turns samples into frames: `conv`, the family's conv feature encoder; `logmel`, a "
+        "log-mel spectrogram + a small convolution; `logmel_pitch`, the same plus per-frame voicing, pitch and "
+        "energy channels (random-init `arch` only; same 20 ms frames).",
     )
     family: Family = Field(
         "wav2vec2", description="Model family used with `arch` (wav2vec2, hubert, wavlm, data2vec-audio)."
@@ -75,16 +102,27 @@ class BackboneConfig(Config):
             raise ValueError("backbone: set exactly one of `pretrained` (hub id or path) or `arch` (tiny|base)")
         if "layerdrop" in self.overrides and self.overrides["layerdrop"] not in (0, 0.0):
             raise ValueError("backbone.overrides.layerdrop must be 0: exits need every block to run")
+        if self.frontend != "conv" and self.pretrained is not None:
+            raise ValueError(
+                f"backbone.frontend={self.frontend} replaces the conv feature encoder, whose output a pretrained "
+                "backbone's blocks were trained on: use it with `arch` (random init) only"
+            )
         return self
 
 
-def arch_config(arch: str, family: str = "wav2vec2", **overrides: Any) -> PretrainedConfig:
-    """A transformers config of the named shape for ``family`` (no weights, no download)."""
+def arch_config(arch: str, family: str = "wav2vec2", frontend: str = "conv", **overrides: Any) -> PretrainedConfig:
+    """A transformers config of the named shape for ``family`` (no weights, no download).
+
+    ``frontend="logmel"`` sets the log-mel geometry in the conv_* fields and marks the
+    config ``frontend: logmel`` (what ``attach_frontend`` reads)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
     if family not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"unknown family {family!r}; choose one of {SUPPORTED_MODEL_TYPES}")
-    values = {**ARCHS[arch], **overrides}
+    if frontend not in FRONTEND_TYPES:
+        raise ValueError(f"unknown frontend {frontend!r}; choose one of {FRONTEND_TYPES}")
+    geometry = {**LOGMEL, "frontend": frontend} if frontend != "conv" else {}
+    values = {**ARCHS[arch], **geometry, **overrides}
     if family == "data2vec-audio" and "num_conv_pos_embeddings" in values:
         # data2vec-audio's positional embedding is a stack of `num_conv_pos_embeddings`
         # small convs of width `conv_pos_kernel_size`, not one wide conv: keep its depth small.
@@ -112,8 +150,8 @@ def load_backbone(cfg: BackboneConfig, s3: Any = None) -> PreTrainedModel:
             setattr(config, key, value)
         model = AutoModel.from_pretrained(source, config=config)
     else:
-        config = arch_config(cfg.arch, cfg.family, **overrides)
-        model = AutoModel.from_config(config)
+        config = arch_config(cfg.arch, cfg.family, cfg.frontend, **overrides)
+        model = attach_frontend(AutoModel.from_config(config))
     return prepare_backbone(model, cfg.freeze_feature_encoder, cfg.gradient_checkpointing)
 
 
@@ -124,7 +162,20 @@ def backbone_from_dict(config_dict: dict[str, Any]) -> PreTrainedModel:
     config = AutoConfig.for_model(model_type, **values)
     _check_supported(config)
     config.layerdrop = 0.0
-    return AutoModel.from_config(config)
+    return attach_frontend(AutoModel.from_config(config))
+
+
+def attach_frontend(model: PreTrainedModel) -> PreTrainedModel:
+    """Replace the conv feature encoder by the front-end the config names (``frontend``;
+    absent or ``conv``: keep the family's own)."""
+    kind = getattr(model.config, "frontend", "conv")
+    if kind == "conv":
+        return model
+    if kind not in FRONTEND_TYPES:
+        raise ValueError(f"backbone config names an unknown frontend {kind!r}; choose one of {FRONTEND_TYPES}")
+    c = model.config
+    model.feature_extractor = LogMelFrontEnd(c.conv_dim, c.conv_kernel, c.conv_stride, pitch=kind == "logmel_pitch")
+    return model
 
 
 def prepare_backbone(model: PreTrainedModel, freeze_feature_encoder: bool, gradient_checkpointing: bool):

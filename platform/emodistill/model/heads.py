@@ -4,9 +4,15 @@ Every head has the same shape of computation:
 
     frames (batch, frames, hidden)
       -> frame encoder (type specific: GRU / LSTM / 1x1 conv / identity)
-      -> masked mean over time                     = `embedding` feature (batch, hidden)
+      -> pooling over valid frames (masked mean)   = `embedding` feature (batch, hidden)
       -> Linear(hidden, dim)                       = `linear` feature    (batch, dim)
       -> GELU -> dropout -> Linear(dim, classes)   = logits              (batch, classes)
+
+The ``stats`` and ``attentive`` heads pool differently: masked mean and standard deviation
+of the frames (x-vector statistics pooling), plain or weighted by a learned attention
+over frames (attentive statistics pooling, Okabe et al. 2018), so their `embedding` is
+twice as wide (2 x hidden). Their frame encoder is the identity: the spread of a feature
+over the utterance (how much pitch and loudness move) is what the mean alone loses.
 
 `embedding` and `linear` are the two feature levels the feature-distillation loss can
 compare. Differences from the authors' code (docs/method): the recurrent initial state
@@ -23,8 +29,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-HeadType = Literal["gru", "lstm", "conv", "mean"]
-HEAD_TYPES: tuple[str, ...] = ("gru", "lstm", "conv", "mean")
+HeadType = Literal["gru", "lstm", "conv", "mean", "stats", "attentive"]
+HEAD_TYPES: tuple[str, ...] = ("gru", "lstm", "conv", "mean", "stats", "attentive")
+STATS_HEADS: tuple[str, ...] = ("stats", "attentive")  # embedding = [mean; std], 2 x hidden
+
+
+def pooled_width(head_type: str, hidden: int) -> int:
+    """Width of a head's `embedding` feature over frames ``hidden`` wide."""
+    return 2 * hidden if head_type in STATS_HEADS else hidden
 
 
 def masked_mean(frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -35,10 +47,59 @@ def masked_mean(frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return (frames * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
+def masked_stats(frames: torch.Tensor, mask: torch.Tensor | None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """[mean; std] over valid frames, optionally weighted: (batch, frames, hidden) -> (batch, 2 * hidden).
+
+    ``weights`` (batch, frames) sum to 1 over each row's valid frames (attentive pooling);
+    without them every valid frame counts the same."""
+    if weights is None:
+        valid = torch.ones_like(frames[..., 0]) if mask is None else mask.to(frames.dtype)
+        weights = valid / valid.sum(dim=1, keepdim=True).clamp_min(1.0)
+    w = weights.unsqueeze(-1)  # (batch, frames, 1)
+    mean = (frames * w).sum(dim=1)
+    var = ((frames - mean.unsqueeze(1)).square() * w).sum(dim=1)
+    return torch.cat([mean, torch.sqrt(var + 1e-5)], dim=-1)
+
+
+class _StatsPool(nn.Module):
+    """Statistics pooling: masked mean and standard deviation over frames."""
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return masked_stats(frames, mask)
+
+
+class _AttentiveStatsPool(nn.Module):
+    """Attentive statistics pooling: a frame scorer (Linear -> tanh -> Linear) gives a softmax
+    over valid frames; the weighted mean and standard deviation are the pooled feature."""
+
+    def __init__(self, hidden: int, attention_dim: int = 64):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(hidden, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1))
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        scores = self.score(frames).squeeze(-1)  # (batch, frames)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.bool(), float("-inf"))
+        return masked_stats(frames, mask, torch.softmax(scores.float(), dim=1).to(frames.dtype))
+
+
+class _MeanPool(nn.Module):
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return masked_mean(frames, mask)
+
+
+def _pooling(head_type: str, hidden: int) -> nn.Module:
+    if head_type == "stats":
+        return _StatsPool()
+    if head_type == "attentive":
+        return _AttentiveStatsPool(hidden)
+    return _MeanPool()
+
+
 @dataclass
 class HeadOutput:
     logits: torch.Tensor  # (batch, classes)
-    embedding: torch.Tensor  # (batch, hidden): pooled frame features
+    embedding: torch.Tensor  # (batch, pooled_width): pooled frame features
     linear: torch.Tensor  # (batch, dim): output of the first linear layer
 
 
@@ -95,7 +156,7 @@ def _frame_encoder(head_type: str, hidden: int) -> nn.Module:
         return _Recurrent(nn.LSTM, hidden)
     if head_type == "conv":
         return _PointwiseConv(hidden)
-    if head_type == "mean":
+    if head_type in ("mean", *STATS_HEADS):
         return nn.Identity()
     raise ValueError(f"unknown head type {head_type!r}; choose one of {HEAD_TYPES}")
 
@@ -107,7 +168,8 @@ class ExitHead(nn.Module):
         super().__init__()
         self.head_type = head_type
         self.frames = _frame_encoder(head_type, hidden)
-        self.proj = nn.Linear(hidden, dim)
+        self.pool = _pooling(head_type, hidden)
+        self.proj = nn.Linear(pooled_width(head_type, hidden), dim)
         self.act = nn.GELU()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(dim, num_labels)
@@ -115,7 +177,7 @@ class ExitHead(nn.Module):
     def forward(self, frames: torch.Tensor, mask: torch.Tensor | None) -> HeadOutput:
         # a frame encoder that normalises across frames (`takes_mask`) must see the mask
         encoded = self.frames(frames, mask) if getattr(self.frames, "takes_mask", False) else self.frames(frames)
-        embedding = masked_mean(encoded, mask)  # (batch, hidden)
+        embedding = self.pool(encoded, mask)  # (batch, pooled_width)
         linear = self.proj(self.dropout(embedding))  # (batch, dim)
         logits = self.classifier(self.dropout(self.act(linear)))  # (batch, classes)
         return HeadOutput(logits=logits, embedding=embedding, linear=linear)

@@ -3,6 +3,7 @@
     model:   ModelConfig     backbone, exits, heads
     loss:    LossConfig      weights, temperature, detach; `preset:` starts from a preset
     data:    DataConfig      dataset URI, train / val (selection) / test folds or splits, batching
+    augment: AugmentConfig   training-time augmentation (speed, noise, reverb, time masks)
     optim:   OptimConfig     optimiser, learning rates, schedule, accumulation, epochs
     scaling: ScalingConfig   Ray Train workers, GPUs
     run:     RunConfig       name, storage, checkpoints kept and by which metric, failures
@@ -15,12 +16,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from emodistill.config import Config
+from emodistill.data.augment import AugmentConfig
 from emodistill.data.batching import BatchOptions
 from emodistill.evaluate.metrics import metric_mode
 from emodistill.exits import exit_name
 from emodistill.storage import S3Options
 from emodistill.losses import LossConfig, preset
 from emodistill.model import ModelConfig, arch_config
+from emodistill.model.heads import pooled_width
 
 
 def arch_depth(model: ModelConfig) -> int | None:
@@ -141,6 +144,9 @@ class TrainConfig(Config):
     model: ModelConfig = Field(default_factory=ModelConfig, description="Backbone and exits.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Self-distillation loss (`preset:` allowed).")
     data: DataConfig = Field(description="Dataset and folds.")
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig, description="Training-time augmentation of each clip (all off by default)."
+    )
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser and schedule.")
     scaling: ScalingConfig = Field(default_factory=ScalingConfig, description="Ray Train workers.")
     run: RunConfig = Field(default_factory=RunConfig, description="Storage, checkpoints, failures.")
@@ -170,3 +176,17 @@ class TrainConfig(Config):
             base = preset(loss.pop("preset")).model_dump()
             raw = {**raw, "loss": {**base, **loss}}
         return raw
+
+    @model_validator(mode="after")
+    def _feature_widths(self) -> TrainConfig:
+        """Embedding-level feature distillation compares pooled features of the students and
+        the teacher: statistics-pooling heads give twice the width of the others."""
+        m, loss = self.model, self.loss
+        if m.exits and loss.feature_weight > 0 and loss.feature_level == "embedding":
+            if pooled_width(m.student_head, 1) != pooled_width(m.teacher_head, 1):
+                raise ValueError(
+                    f"loss.feature_level=embedding compares pooled features, but student_head={m.student_head} and "
+                    f"teacher_head={m.teacher_head} pool to different widths: use the same kind of pooling on every "
+                    "exit, or loss.feature_level=linear"
+                )
+        return self

@@ -1,7 +1,10 @@
 """The training step without Ray: optimiser, schedule, autocast, accumulation, clipping.
 
 `TrainStep` is all a training loop needs per batch; the Ray Train loop wraps it, and
-the GPU benchmark calls it directly on a machine that has no Ray.
+the GPU benchmark calls it directly on a machine that has no Ray. With an ``augment``
+config it augments every training batch first (``emodistill.data.augment``), seeded from
+torch's generator, which the loop seeds per epoch and rank: a run augments the same way
+every time.
 """
 
 from __future__ import annotations
@@ -9,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
+from emodistill.data.augment import AugmentConfig, augment_batch
 from emodistill.losses import LossOutput, SelfDistillationLoss
 from emodistill.train.config import OptimConfig
 
@@ -69,10 +74,18 @@ def autocast(device: torch.device, mode: str):
 class TrainStep:
     """One call = one forward/backward on a batch; every ``grad_accum`` calls, an optimiser step."""
 
-    def __init__(self, model: nn.Module, loss_fn: SelfDistillationLoss, cfg: OptimConfig, total_steps: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: SelfDistillationLoss,
+        cfg: OptimConfig,
+        total_steps: int,
+        augment: AugmentConfig | None = None,
+    ):
         self.model = model
         self.loss_fn = loss_fn
         self.cfg = cfg
+        self.augment = augment if augment is not None and augment.active else None
         self.total_steps = max(1, total_steps)
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -87,8 +100,12 @@ class TrainStep:
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> LossOutput:
         device = self.device
-        x = batch["input_values"].to(device, non_blocking=True)
-        mask = batch["attention_mask"].to(device, non_blocking=True)
+        x, mask = batch["input_values"], batch["attention_mask"]
+        if self.augment is not None:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))  # from torch's seeded stream
+            x, mask = augment_batch(x, mask, self.augment, rng)
+        x = x.to(device, non_blocking=True)
+        mask = mask.to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
         last_micro = (self.micro_step + 1) % self.cfg.grad_accum == 0
         sync = contextlib.nullcontext() if last_micro or not hasattr(self.model, "no_sync") else self.model.no_sync()

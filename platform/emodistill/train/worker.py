@@ -118,7 +118,9 @@ def train_loop_per_worker(config: dict) -> None:
     model = build_model(cfg.model, labels, s3=cfg.data.s3)
     steps_per_epoch = math.ceil(config["train_rows"] / (world * cfg.optim.batch_size * cfg.optim.grad_accum))
     model = ray.train.torch.prepare_model(model)
-    step = TrainStep(model, SelfDistillationLoss(cfg.loss), cfg.optim, steps_per_epoch * cfg.optim.epochs)
+    step = TrainStep(
+        model, SelfDistillationLoss(cfg.loss), cfg.optim, steps_per_epoch * cfg.optim.epochs, augment=cfg.augment
+    )
 
     start_epoch, resumed_from = 0, -1
     history: list[dict] = []  # per-epoch metrics, carried in every checkpoint
