@@ -37,6 +37,15 @@ def test_latency_interpolates_each_quantile():
     assert e.latency_at(6.0, "p50") == pytest.approx(60.0)  # extended beyond the longest length
 
 
+def test_latency_at_any_tail_quantile_from_p50_and_p95():
+    e = _profile().exits["exit_12"]
+    assert e.latency_quantile(2.0, 0.5) == pytest.approx(20.0)
+    assert e.latency_quantile(2.0, 0.95) == pytest.approx(24.0)
+    assert e.latency_quantile(2.0, 0.99) == pytest.approx(20.0 + 4.0 * 2.3263 / 1.6449, rel=1e-3)
+    with pytest.raises(ValueError, match="outside"):
+        e.latency_quantile(2.0, 0.3)
+
+
 def test_version_1_files_still_load():
     old = {
         "model": {"name": "m", "version": "v"},

@@ -21,6 +21,7 @@ import email.utils
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,10 +187,12 @@ class Client(_Base):
         tier: str | None = None,
         budget_ms: float | None = None,
         content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> ServedPrediction:
-        """Classify one clip (a file path or file bytes) under a latency tier or budget."""
+        """Classify one clip (a file path or file bytes) under a latency tier or budget;
+        ``headers``: more request headers (``X-Request-Id``, ``X-Request-Start``, ...)."""
         data, media = audio_body(audio, content_type)
-        headers = {"Content-Type": media, **sla_headers(tier, budget_ms)}
+        headers = {"Content-Type": media, **(headers or {}), **sla_headers(tier, budget_ms)}
         start = time.perf_counter()
         for attempt in range(1, self.max_retries + 2):
             response = self._http.post("/v1/predict", content=data, headers=headers)
@@ -251,9 +254,10 @@ class AsyncClient(_Base):
         tier: str | None = None,
         budget_ms: float | None = None,
         content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> ServedPrediction:
         data, media = audio_body(audio, content_type)
-        headers = {"Content-Type": media, **sla_headers(tier, budget_ms)}
+        headers = {"Content-Type": media, **(headers or {}), **sla_headers(tier, budget_ms)}
         start = time.perf_counter()
         for attempt in range(1, self.max_retries + 2):
             response = await self._http.post("/v1/predict", content=data, headers=headers)

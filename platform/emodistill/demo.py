@@ -84,7 +84,7 @@ def run_demo(
 
     t = _step(5, total, f"serve every exit behind the SLA router ({serve_config}) and query each tier")
     rows = serve_and_query(serve_config, str(base / "checkpoint"), str(base / "data"), evaluation["eval"]["folds"])
-    typer.echo(markdown_table(["tier", "budget ms", "exit", "degraded", "truth", "answer", "latency ms"], rows))
+    typer.echo(markdown_table(["tier", "budget ms", "status", "exit", "degraded", "late", "truth", "answer", "latency ms"], rows))
     _done(t)
     typer.echo(f"\nserve it yourself: .venv/bin/serve run {serve_config}   (then POST audio to http://127.0.0.1:8000/v1/predict)")
     return evaluation
@@ -92,44 +92,59 @@ def run_demo(
 
 def serve_and_query(serve_config: str, checkpoint: str, dataset: str, folds: list[int] | None) -> list[list]:
     """Deploy ``serve_config`` for ``checkpoint``, POST a held-out clip under every tier
-    over real HTTP, shut the app down again; one table row per request."""
+    over real HTTP, shut the app down again; one table row per request (a refusal is a
+    row too: the router answers 503 at once when no exit can meet the budget)."""
     import io
 
-    import httpx
     import soundfile as sf
     from ray import serve
 
+    from emodistill.client import ApiError, Client
     from emodistill.data.rows import load_arrays
     from emodistill.data.schema import read_info
     from emodistill.serve.local import start_from_config
 
-    import time
-
     labels = read_info(dataset).labels
     arrays = load_arrays(dataset, folds=folds)
     url = start_from_config(serve_config, [f"checkpoint={checkpoint}"])
+    # no retries: a refusal (503 with Retry-After) is one of the rows shown
+    client = Client(url, timeout=60, max_retries=0)
 
-    def post(i: int, headers: dict) -> tuple[dict, str]:
-        wave, truth = arrays["waveform"][i], labels[int(arrays["label_id"][i])]
+    def post(i: int, tier: str | None = None, budget_ms: int | None = None):
+        wave = arrays["waveform"][i]
         buf = io.BytesIO()
         sf.write(buf, wave, 16000, format="WAV")
-        r = httpx.post(f"{url}/v1/predict", content=buf.getvalue(), timeout=60, headers={"Content-Type": "audio/wav", **headers})
-        r.raise_for_status()
-        return r.json(), truth
+        # X-Request-Start: the deadline runs from when the client sent it, as behind a load balancer
+        return client.predict(
+            buf.getvalue(), tier=tier, budget_ms=budget_ms, content_type="audio/wav",
+            headers={"X-Request-Start": f"t={time.time():.6f}"},
+        )
 
     rows = []
     try:
         # warm-up traffic: the router learns this machine's latencies (its profile came from
         # `evaluate`, run without Serve's overhead) before the answers that are shown
-        for i in range(6):
-            post(i, {"X-Latency-Tier": ["batch", "realtime", "interactive"][i % 3]})
-        time.sleep(1.5)  # past the short cool-down of any exit that was too slow while cold
-        queries = [{"X-Latency-Tier": t} for t in ("realtime", "interactive", "batch", "auto")]
-        queries.append({"X-Latency-Budget-Ms": "15"})
-        for i, headers in enumerate(queries):
-            body, truth = post(i * 7, headers)
-            tier = body["tier"] if body["tier"] != "custom" else f"custom ({headers['X-Latency-Budget-Ms']} ms)"
-            rows.append([tier, body["budget_ms"], body["exit"], body["degraded"], truth, body["label"], body["latency_ms"]])
+        for i in range(12):
+            try:
+                post(i, tier=["batch", "realtime", "interactive"][i % 3])
+            except ApiError:
+                pass
+        queries = [{"tier": t} for t in ("realtime", "interactive", "batch", "auto")]
+        queries.append({"budget_ms": 3})  # no exit answers in 3 ms: refused at once
+        for i, query in enumerate(queries):
+            truth = labels[int(arrays["label_id"][i * 7])]
+            budget = query.get("budget_ms")
+            try:
+                answer = post(i * 7, **query)
+            except ApiError as err:
+                tier = query.get("tier") or f"custom ({budget} ms)"
+                rows.append([tier, budget or "", f"{err.status} {err.code}", "", "", "", truth, "", ""])
+                continue
+            body = answer.body
+            tier = body["tier"] if body["tier"] != "custom" else f"custom ({budget} ms)"
+            rows.append([tier, body["budget_ms"], 200, body["exit"], body["degraded"], body["late"], truth,
+                         body["label"], body["latency_ms"]])
     finally:
+        client.close()
         serve.shutdown()
     return rows

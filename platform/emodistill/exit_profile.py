@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import platform as _platform
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from statistics import NormalDist
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -126,6 +128,21 @@ class ExitEntry(Config):
         slope = (l1 - l0) / (s1 - s0) if s1 != s0 else 0.0
         return max(l0 + slope * (seconds - s0), 0.1 * points[0][1])
 
+    def latency_quantile(self, seconds: float, q: float) -> float:
+        """Latency at ``seconds`` at any quantile ``q`` in [0.5, 0.999]: p50 plus the p95 - p50
+        spread scaled by the normal quantile ratio z(q) / z(0.95) (q = 0.95 gives p95, 0.99
+        about p50 + 1.41 x (p95 - p50)). Planning on p99 from a file that holds p50 and p95."""
+        if not 0.5 <= q <= 0.999:
+            raise ValueError(f"quantile {q} is outside [0.5, 0.999]")
+        p50, p95 = self.latency_at(seconds, "p50"), self.latency_at(seconds, "p95")
+        return p50 + (p95 - p50) * _z(q) / _z(0.95)
+
+
+@lru_cache(maxsize=64)
+def _z(q: float) -> float:
+    """The standard normal quantile (the spread of a tail quantile relative to p95's)."""
+    return NormalDist().inv_cdf(q)
+
 
 class ExitProfile(Config):
     """The contents of ``exit_profile.json``."""
@@ -178,6 +195,17 @@ class ExitProfile(Config):
                 "re-run `emodistill evaluate` on this checkpoint"
             )
         return self.model_copy(update={"exits": {n: e for n, e in self.exits.items() if n in set(names)}})
+
+    def with_latency(self, name: str, latency_ms: Mapping[str, LatencyStats | Mapping[str, float]]) -> ExitProfile:
+        """This profile with ``name``'s latencies (clip seconds as text -> p50/p95 ms)
+        replaced: what a serve replica measured at start-up where the profile's numbers do
+        not hold (another device, thread count or runtime)."""
+        if name not in self.exits:
+            raise KeyError(name)
+        old = self.exits[name]
+        latency = {f"{float(s):g}": LatencyStats.model_validate(v) for s, v in latency_ms.items()}
+        entry = ExitEntry(block=old.block, uar=old.uar, latency_ms=latency)
+        return self.model_copy(update={"exits": {**self.exits, name: entry}})
 
     def latency_at(self, seconds: float, quantile: Quantile = "p95") -> dict[str, float]:
         """{exit: ms} at one clip length."""

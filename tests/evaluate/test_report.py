@@ -113,7 +113,7 @@ def test_policy_latency_is_the_path_the_cascade_runs(monkeypatch):
         model.heads[name].register_forward_hook(lambda *_, n=name: calls.append(n))
     ran: dict[str, list[str]] = {}
 
-    def heads_run(fns, warmup, repeats):
+    def heads_run(fns, warmup, repeats, device=None):  # time_interleaved's signature (device: CUDA sync)
         for key, fn in fns.items():
             calls.clear()
             fn()

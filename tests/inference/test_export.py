@@ -222,3 +222,26 @@ def test_dynamo_exporter(tmp_path):
     ckpt = save_checkpoint(tiny_model(exits=(1,), student_head="mean"), tmp_path / "ckpt")
     result, _ = run(ckpt, tmp_path / "out", exit="exit_1", exporter="dynamo")
     assert result.verification.passed and "dynamo" in result.info.exporter
+
+
+@pytest.mark.parametrize("frontend", ["logmel", "logmel_pitch"])
+def test_log_mel_model_exports_and_matches_torch(tmp_path, frontend):
+    """The recipe's log-mel front ends export (their STFT is a Conv1d with a fixed DFT basis
+    in the graph) and onnxruntime answers within 1e-4 of torch, padded batch included."""
+    from emodistill.model import BackboneConfig, ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone=BackboneConfig(arch="tiny", frontend=frontend), exits=[1, 2], student_head="stats", teacher_head="stats")
+    ckpt = save_checkpoint(build_model(cfg, ["a", "b", "c"]).eval(), tmp_path / "ckpt")
+    result, _ = run(ckpt, tmp_path / "out", exit="exit_1")
+    assert result.verification.passed
+    path = tmp_path / "out" / "model.onnx"
+    assert "Conv" in onnx_ops(path) and not {"STFT", "DFT"} & onnx_ops(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x, mask = padded_batch([16000, 9000], seed=2)
+    x = x * 0.3
+    feeds = {"input_values": x.numpy(), "attention_mask": mask.numpy()}
+    feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
+    batch = session.run(["logits"], feeds)[0]
+    reference = torch_logits(ckpt, "exit_1", [x[0].numpy(), x[1, :9000].numpy()])
+    np.testing.assert_allclose(batch, reference, atol=1e-4)

@@ -18,9 +18,9 @@ import torch
 from pydantic import ValidationError
 
 from emodistill.evaluate.latency import check_device, profile_exits, synchronizer, time_interleaved
-from emodistill.exit_profile import DeviceInfo, read_profile
+from emodistill.exit_profile import DeviceInfo, parse_profile, read_profile
 from emodistill.serve.config import ServeArgs
-from emodistill.serve.policy import ProfileSet
+from emodistill.serve.policy import LoadState, PolicyConfig
 from emodistill.serve.predictor import ExitPredictor, OnnxExitPredictor, make_predictor
 
 CUDA = torch.cuda.is_available()
@@ -112,22 +112,24 @@ def test_onnx_exit_predictor_answers_like_torch(served_checkpoint):
 
 
 def test_replica_reprofiles_only_where_the_profile_does_not_hold(served_checkpoint):
-    from emodistill.serve.app import ExitDeployment
+    from emodistill.serve.app import reprofile
 
-    cls = ExitDeployment.func_or_class
-
-    class Replica:  # the deployment's own method on a stand-in (no Ray needed)
-        predictor = make_predictor(served_checkpoint, "exit_1")
-
+    predictor = make_predictor(served_checkpoint, "exit_1")
     here = DeviceInfo.current("cpu").model_dump()
     other = {**here, "name": "some other CPU"}
-    assert cls._reprofile(Replica(), "cpu", "torch", here, [1.0]) is None
-    assert cls._reprofile(Replica(), "cpu", "torch", None, [1.0]) is None
-    measured = cls._reprofile(Replica(), "cpu", "torch", other, [1.0, 2.0])
+    assert reprofile(predictor, "cpu", "torch", here, [1.0]) is None
+    assert reprofile(predictor, "cpu", "torch", None, [1.0]) is None
+    measured = reprofile(predictor, "cpu", "torch", other, [1.0, 2.0])
     assert measured["device"] == here and list(measured["latency_ms"]) == ["1", "2"]
-    assert cls._reprofile(Replica(), "cpu", "onnxruntime", here, [1.0]) is not None  # the profile timed torch
+    assert reprofile(predictor, "cpu", "onnxruntime", here, [1.0]) is not None  # the profile timed torch
 
+    # the router plans with the re-profiled numbers: they replace the profile's in its LoadState
     text = (Path(served_checkpoint).parent / "report" / "exit_profile.json").read_text()
-    profiles = ProfileSet.from_json(text)
-    moved = profiles.with_latency("exit_1", {1.0: 123.0, 2.0: 246.0})
-    assert moved.get("exit_1").latency_at(1.0) == 123.0 and moved.get("exit_2") == profiles.get("exit_2")
+    profile = parse_profile(text)
+    moved = profile.with_latency("exit_1", {"1": {"p50": 123.0, "p95": 150.0}, "2": {"p50": 246.0, "p95": 300.0}})
+    assert moved.exits["exit_1"].latency_at(1.0, "p50") == 123.0 and moved.exits["exit_2"] == profile.exits["exit_2"]
+    assert profile.exits["exit_1"].latency_at(1.0, "p50") != 123.0  # a copy
+    with pytest.raises(KeyError):
+        profile.with_latency("exit_9", {"1": {"p50": 1.0, "p95": 1.0}})
+    state = LoadState(moved, PolicyConfig())
+    assert state.p50("exit_1", 1.0) == pytest.approx(123.0)

@@ -28,6 +28,13 @@ below 1.5 kHz, divided by the window's own autocorrelation, as in Boersma 1993).
 model trained from scratch on a few hundred clips hardly learns to read; pitch level and
 range are among the strongest emotion cues (and what the eGeMAPS baseline starts from).
 
+The spectrum is a real-valued computation: a strided Conv1d of the samples with a fixed
+windowed DFT basis (cosine and sine rows; a non-persistent buffer, so checkpoints do not
+change), which ONNX exporters accept, where ``torch.stft``'s complex output is refused. It
+equals ``torch.stft`` / ``torch.fft.rfft`` to float32 rounding (tests/model/test_frontend_export.py).
+Eager torch takes the FFT (fewer operations, the training path); a graph being exported,
+traced or compiled for export takes the convolution.
+
 Every output frame depends only on the samples under its own windows (no centre padding,
 no normalisation over time), so a padded batch gives each clip the frames it gets alone.
 """
@@ -54,6 +61,30 @@ LOGMEL: dict[str, Any] = {
     "conv_stride": (160, 2),
     "feat_extract_norm": "layer",  # no GroupNorm over time: padded frames cannot leak in
 }
+
+
+def hann(n: int) -> np.ndarray:
+    """The periodic Hann window (``torch.hann_window(n)``) in float64, computed in numpy so
+    that a model built on the ``meta`` device can still derive its fixed buffers."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def dft_basis(n_fft: int, size: int) -> torch.Tensor:
+    """(2 * (size // 2 + 1), 1, n_fft) Conv1d weights: the rows of a ``size``-point real DFT
+    of a Hann-windowed frame of ``n_fft`` samples (zero-padded past them), cosines then
+    negated sines. Convolved with the samples at the hop as stride, they give the STFT's
+    real and imaginary parts (``torch.stft(..., center=False)`` for ``size == n_fft``)."""
+    n = np.arange(n_fft)[None, :]
+    k = np.arange(size // 2 + 1)[:, None]
+    angle = 2.0 * np.pi * ((k * n) % size) / size  # exact phases: the product is reduced before scaling
+    w = hann(n_fft)[None, :]
+    rows = np.concatenate([np.cos(angle) * w, -np.sin(angle) * w])
+    return torch.tensor(rows[:, None, :], dtype=torch.float32)
+
+
+def exporting() -> bool:
+    """True while torch.onnx / torch.export / TorchScript tracing records the graph."""
+    return bool(torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting())
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = 16000, fmin: float = 20.0) -> np.ndarray:
@@ -99,6 +130,8 @@ class LogMelFrontEnd(nn.Module):
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         bank = torch.tensor(mel_filterbank(self.n_fft, dims[0], sample_rate), dtype=torch.float32)
         self.register_buffer("mel", bank, persistent=False)
+        # the STFT as a Conv1d (see power()); the pitch analysis takes twice the points
+        self.register_buffer("dft", dft_basis(self.n_fft, 2 * self.n_fft if pitch else self.n_fft), persistent=False)
         self.pitch = pitch
         if pitch:
             # one zero-padded FFT per frame serves both: the mel bands on its finer grid, and
@@ -108,7 +141,7 @@ class LogMelFrontEnd(nn.Module):
             bins = int(PITCH_BAND_HZ * fft / sample_rate) + 1
             k, lag = np.arange(bins)[:, None], np.arange(self.lags[1] + 1)[None, :]
             weight = np.where((k == 0) | (k == fft // 2), 1.0, 2.0) / fft
-            window = torch.hann_window(self.n_fft).double().numpy()
+            window = hann(self.n_fft)
             window_acf = np.correlate(window, window, mode="full")[self.n_fft - 1 : self.n_fft + self.lags[1]]
             # Boersma (1993): divide by the window's own autocorrelation
             cosines = weight * np.cos(2 * np.pi * k * lag / fft) / (window_acf / window_acf[0])
@@ -117,6 +150,7 @@ class LogMelFrontEnd(nn.Module):
             self.register_buffer("octave_cost", torch.tensor(0.03 * octaves, dtype=torch.float32), persistent=False)
             bank = torch.tensor(mel_filterbank(fft, dims[0], sample_rate), dtype=torch.float32)
             self.register_buffer("mel", bank, persistent=False)
+            self.register_buffer("window_sq", torch.tensor(hann(self.n_fft)[None, None, :] ** 2, dtype=torch.float32), persistent=False)
             self.sample_rate = sample_rate
         inputs = [dims[0] + (PITCH_CHANNELS if pitch else 0), *dims[1:]]
         self.convs = nn.ModuleList(
@@ -136,10 +170,25 @@ class LogMelFrontEnd(nn.Module):
         if self.pitch:
             return self._analyse(input_values)[0]
         with torch.autocast(device_type=input_values.device.type, enabled=False):
-            x = input_values.float()
-            spec = torch.stft(x, self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
-            power = spec.real.square() + spec.imag.square()  # (batch, freq, frames)
+            power = self.power(input_values.float())  # (batch, freq, frames)
             return torch.log(torch.matmul(self.mel, power) + 1e-6)
+
+    def power(self, x: torch.Tensor, real_valued: bool | None = None) -> torch.Tensor:
+        """(batch, samples) float32 -> |DFT|^2 of each windowed frame, (batch, bins, frames):
+        by FFT in eager torch, by the Conv1d with the DFT basis when ``real_valued`` (default:
+        while a graph is exported). Both give the same numbers to float32 rounding."""
+        if real_valued is None:
+            real_valued = exporting()
+        bins = self.dft.shape[0] // 2
+        if real_valued:
+            spec = nn.functional.conv1d(x.unsqueeze(1), self.dft, stride=self.hop)  # (batch, 2 x bins, frames)
+            return spec[:, :bins].square() + spec[:, bins:].square()
+        if not self.pitch:
+            spec = torch.stft(x, self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
+        else:  # zero-padded to twice the window (the pitch analysis needs the finer grid)
+            frames = x.unfold(-1, self.n_fft, self.hop) * self.window
+            spec = torch.fft.rfft(frames, n=2 * self.n_fft).transpose(1, 2)
+        return spec.real.square() + spec.imag.square()
 
     def prosody(self, input_values: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, 3, frames): voicing, voiced log2(f0 / 150 Hz), log energy."""
@@ -148,9 +197,8 @@ class LogMelFrontEnd(nn.Module):
     def _analyse(self, input_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel bands and prosodic channels from one FFT per frame (``logmel_pitch``)."""
         with torch.autocast(device_type=input_values.device.type, enabled=False):
-            frames = input_values.float().unfold(-1, self.n_fft, self.hop) * self.window  # (batch, frames, n_fft)
-            spec = torch.fft.rfft(frames, n=2 * self.n_fft)
-            power = spec.real.square() + spec.imag.square()  # (batch, frames, n_fft + 1)
+            x = input_values.float()
+            power = self.power(x).transpose(1, 2)  # (batch, frames, n_fft + 1)
             log_mel = torch.log(torch.matmul(power, self.mel.T) + 1e-6).transpose(1, 2)
             acf = torch.matmul(power[..., : self.cosines.shape[0]], self.cosines)  # (batch, frames, lags), low band
             lo = self.lags[0]
@@ -160,7 +208,8 @@ class LogMelFrontEnd(nn.Module):
             _, index = (normalised - self.octave_cost).max(dim=-1)
             voicing = normalised.gather(-1, index.unsqueeze(-1)).squeeze(-1).clamp(0.0, 1.0)
             log_f0 = torch.log2(self.sample_rate / (index + lo).float() / 150.0)
-            energy = torch.log(frames.square().sum(dim=-1) + 1e-6)
+            frame_energy = nn.functional.conv1d(x.square().unsqueeze(1), self.window_sq, stride=self.hop).squeeze(1)
+            energy = torch.log(frame_energy + 1e-6)  # sum of the windowed frame's squares
             return log_mel, torch.stack([voicing, voicing * log_f0, 0.2 * energy], dim=1)
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:

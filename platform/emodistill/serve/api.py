@@ -87,6 +87,7 @@ class CascadeStep(BaseModel):
     exit: str = Field(description="Exit that answered this step, `exit_<block>`.")
     margin: float = Field(description="Its top-1 minus top-2 probability (the cascade stops once this reaches the threshold).")
     compute_ms: float = Field(description="Model time of the step, ms.")
+    queue_ms: float = Field(description="Time the step waited in the exit replica's queue, ms.")
 
 
 class PredictResponse(BaseModel):
@@ -98,11 +99,21 @@ class PredictResponse(BaseModel):
     tier: str = Field(description="Latency tier of the request (a configured tier, `auto`, or `custom` for an explicit budget).")
     budget_ms: float = Field(description="Latency budget of the request, ms.")
     degraded: bool = Field(description="True when a shallower exit answered than the budget asked for.")
-    degraded_reason: str | None = Field(None, description="Why it was degraded (e.g. `over_budget`, `unavailable`, `timeout`).")
+    degraded_reason: str | None = Field(
+        None,
+        description="Why it was degraded: `over_budget` (no exit fitted; degrade tiers only), `load` (depth shed under "
+        "pressure), or why the planned exit gave no answer (`timeout`, `expired`, `error`, `unavailable`, `saturated`).",
+    )
+    late: bool = Field(description="True when the answer came after the budget (by the server's clock, from arrival).")
     latency_ms: float = Field(description="Time from the request's arrival (or its X-Request-Start) to the answer, ms.")
     model: str | None = Field(None, description="Name of the served model.")
     version: str | None = Field(None, description="Version (content hash) of the served weights.")
     cascade: list[CascadeStep] | None = Field(None, description="Tier `auto`: the exits the cascade ran, in order.")
+    stopped: Literal["confident", "budget", "deepest", "unavailable"] | None = Field(
+        None,
+        description="Tier `auto`: why the cascade stopped: `confident` (margin reached the threshold), `budget` (no "
+        "deeper step fits the time left: the answer is the best the budget allowed), `deepest`, `unavailable`.",
+    )
     request_id: str = Field(description="The request's id (also the `X-Request-Id` header).")
 
 
@@ -118,7 +129,7 @@ class ExitsResponse(BaseModel):
 class HealthResponse(BaseModel):
     model_config = ConfigDict(extra="allow")
     status: Literal["ok", "unavailable"] = Field(description="`ok` while at least one exit can serve.")
-    exits: dict[str, str] = Field(description="Exit -> `up` or `down`.")
+    exits: dict[str, str] = Field(description="Exit -> `up`, `probation` (back after a cool-down, on trial) or `down`.")
 
 
 def _errors(*statuses: int) -> dict:
@@ -130,7 +141,9 @@ def _errors(*statuses: int) -> dict:
         415: "Content-Type is neither audio nor multipart/form-data",
         422: "Audio outside the limits: sample rate, channels, length, decoded size",
         500: "Internal error (logged with the request id; no details are sent)",
-        503: "No exit can answer in time, or the decode queue is full: retry after `Retry-After` seconds",
+        503: "Refused at once: no exit is expected within the budget (`overloaded`), every exit is down "
+        "(`unavailable`), or the decode queue is full (`busy`); retry after `Retry-After` seconds",
+        504: "No exit answered within the request's deadline (`deadline_exceeded`); retry after `Retry-After` seconds",
     }
     return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
 
@@ -321,7 +334,7 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
                     "Server-Timing": {"description": "decode, upload, exit calls and total, ms.", "schema": {"type": "string"}},
                 }
             },
-            **_errors(400, 401, 408, 413, 415, 422, 500, 503),
+            **_errors(400, 401, 408, 413, 415, 422, 500, 503, 504),
         },
         openapi_extra={"requestBody": AUDIO_BODY},
         dependencies=secured,

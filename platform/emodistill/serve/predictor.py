@@ -29,9 +29,13 @@ from emodistill.data.batching import pad_batch
 from emodistill.model import exit_block
 
 
+FRAME_SECONDS = 320 / SAMPLE_RATE  # one wav2vec2 frame: the conv encoder's stride (20 ms)
+
+
 @dataclass
 class BlockState:
-    """One clip's output of block ``block`` (frames, hidden), float32: where a cascade resumes."""
+    """One clip's output of block ``block`` (frames, hidden), float32 or float16: where a
+    cascade resumes."""
 
     block: int
     hidden: np.ndarray
@@ -39,6 +43,11 @@ class BlockState:
     @property
     def nbytes(self) -> int:
         return int(self.hidden.nbytes)
+
+    @property
+    def seconds(self) -> float:
+        """Audio seconds the state covers (frames x 20 ms)."""
+        return self.hidden.shape[0] * FRAME_SECONDS
 
 
 @dataclass
@@ -79,15 +88,20 @@ class ExitPredictor:
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
 
     @torch.inference_mode()
-    def predict(self, waves: Sequence[np.ndarray], return_state: bool = False) -> list[Prediction]:
-        """Answer clips (each mono float32 at 16 kHz) as one padded batch."""
+    def predict(
+        self, waves: Sequence[np.ndarray], return_state: bool = False, state_dtype: str = "float32"
+    ) -> list[Prediction]:
+        """Answer clips (each mono float32 at 16 kHz) as one padded batch; with
+        ``return_state`` each answer carries the clip's block output in ``state_dtype``."""
         start = time.perf_counter()
         values, mask = pad_batch(list(waves))
         out = self.model(values.to(self.device), mask.to(self.device), exits=[self.exit])
-        return self._answer(out, len(waves), return_state, start)
+        return self._answer(out, len(waves), return_state, start, state_dtype)
 
     @torch.inference_mode()
-    def resume(self, states: Sequence[BlockState], return_state: bool = False) -> list[Prediction]:
+    def resume(
+        self, states: Sequence[BlockState], return_state: bool = False, state_dtype: str = "float32"
+    ) -> list[Prediction]:
         """Continue clips from a shallower exit's block output through this exit's deeper blocks."""
         start = time.perf_counter()
         froms = {s.block for s in states}
@@ -104,13 +118,13 @@ class ExitPredictor:
             frame_mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
             frame_mask = frame_mask.to(self.device)
         out = self.model.resume(hidden.to(self.device), from_block, frame_mask, exits=[self.exit])
-        return self._answer(out, len(states), return_state, start)
+        return self._answer(out, len(states), return_state, start, state_dtype)
 
-    def _answer(self, out, count: int, return_state: bool, start: float) -> list[Prediction]:
+    def _answer(self, out, count: int, return_state: bool, start: float, state_dtype: str = "float32") -> list[Prediction]:
         probs = torch.softmax(out.exits[self.exit].logits.float(), dim=-1).cpu().numpy()
         states: list[BlockState | None] = [None] * count
         if return_state:
-            hidden = out.hidden[self.exit].float().cpu().numpy()
+            hidden = out.hidden[self.exit].to(getattr(torch, state_dtype)).cpu().numpy()
             lengths = out.frame_lengths or [hidden.shape[1]] * count
             states = [BlockState(self.block, np.ascontiguousarray(hidden[i, :n])) for i, n in enumerate(lengths)]
         ms = (time.perf_counter() - start) * 1000.0
@@ -172,7 +186,7 @@ class OnnxExitPredictor(ExitPredictor):
         self.num_parameters = 0  # not counted for a graph
         self.precision = self.onnx.precision
 
-    def predict(self, waves: Sequence[np.ndarray], return_state: bool = False, **_: object) -> list[Prediction]:
+    def predict(self, waves: Sequence[np.ndarray], return_state: bool = False, state_dtype: str = "float32") -> list[Prediction]:
         if return_state:
             raise ValueError(f"{self.exit} runs onnxruntime: it has no block output to hand on (set cascade.reuse_hidden_states: false)")
         start = time.perf_counter()
@@ -182,7 +196,7 @@ class OnnxExitPredictor(ExitPredictor):
         ms = (time.perf_counter() - start) * 1000.0
         return [Prediction(self.exit, self.block, p.tolist(), ms, len(waves)) for p in probs]
 
-    def resume(self, states: Sequence[BlockState], return_state: bool = False, **_: object) -> list[Prediction]:
+    def resume(self, states: Sequence[BlockState], return_state: bool = False, state_dtype: str = "float32") -> list[Prediction]:
         raise ValueError(f"{self.exit} runs onnxruntime: it cannot continue from a block output")
 
     def describe(self) -> dict:

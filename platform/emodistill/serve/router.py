@@ -1,336 +1,425 @@
-"""The router core: SLA -> exit -> answer. No Ray and no HTTP in here.
+"""The router core: SLA -> exit -> answer, within a deadline. No Ray and no HTTP in here.
 
 :class:`Router` talks to exits through :class:`ExitClient` objects: in a Serve app they
 wrap deployment handles (``emodistill.serve.app``); in tests and benchmarks
-:class:`LocalExitClient` wraps an in-process :class:`ExitPredictor`. The HTTP API around
-it (routes, limits, error mapping) is ``emodistill.serve.api``.
+:class:`LocalExitClient` wraps an in-process :class:`~emodistill.serve.replica.ExitWorker`.
+Every decision comes from the policy's :class:`~emodistill.serve.policy.LoadState`; the
+router does the I/O around it. The HTTP API (routes, limits, error mapping) is
+``emodistill.serve.api``.
+
+One request:
+
+1. Its deadline is fixed when it arrives: ``started`` is the arrival time the API took
+   (from ``X-Request-Start`` when a load balancer set one), so time spent in the proxy's
+   queue, the upload and decoding count. ``response_margin_ms`` is kept back for the way
+   back to the client.
+2. Admission: the deepest usable exit expected (at the planning quantile) within the time
+   left. None: ``503 overloaded`` with ``Retry-After`` at once, before any queue grows;
+   or, for a tier in ``degrade_tiers``, the soonest exit, flagged ``degraded``
+   (``over_budget``).
+3. The call carries the time the router will wait for it; the exit replica drops it
+   unstarted once that has passed. The router waits until only a shallower exit could
+   still answer in time, then cancels the call (Serve cancels it at the replica) and
+   falls back. A failed call falls back too. Each exit is tried at most once per request:
+   no retry loop. Nothing left: ``504 deadline_exceeded`` (gave up for time) or
+   ``503 unavailable`` (every exit down or failing), both with ``Retry-After``.
+4. The answer says ``late: true`` whenever the router's clock passed the budget: a late
+   answer is never passed off as on time (only degrade tiers can be late by plan).
+
+Tier ``auto`` runs the confidence cascade: the shallowest exit that fits, then deeper
+ones while unsure and while the next step fits the time left, each continuing from the
+previous block output, which is asked for only when a deeper step can still fit. The
+answer says why the cascade stopped (``confident``, ``budget``, ``deepest``,
+``unavailable``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from emodistill.data.audio import SAMPLE_RATE
+from emodistill.exit_profile import ExitProfile
 from emodistill.serve.config import TIER_AUTO, ServeArgs
 from emodistill.serve.policy import (
+    BUDGET,
+    CONFIDENT,
+    ERROR,
+    EXPIRED,
+    OVER_BUDGET,
+    SATURATED,
     TIMEOUT,
     UNAVAILABLE,
+    DOWN,
     Decision,
-    ExitLoad,
-    NoExitAvailable,
-    ProfileSet,
-    call_timeout_ms,
-    choose_exit,
-    expected_ms,
-    next_cascade_exit,
+    LoadState,
+    NoExitFits,
 )
-from emodistill.serve.predictor import (
-    BlockState,
-    ExitPredictor,
-    Prediction,
-)
+from emodistill.serve.predictor import Prediction
+from emodistill.serve.replica import ExitAnswer, ExitWorker
 from emodistill.serve.requests import ApiError, Sla
 
 log = logging.getLogger("emodistill.serve")
 
+FALLBACK_SLACK, FALLBACK_SLACK_MS = 1.5, 10.0  # time kept for a fallback: its expected latency x 1.5 + 10 ms
+STALLED_MS = 20.0  # an exit is stalled after stall_factor x its expected latency, and at least this much more
+
+__all__ = [
+    "ERROR", "OVER_BUDGET", "SATURATED", "TIMEOUT", "UNAVAILABLE",
+    "Deadline", "ExitCallError", "ExitClient", "LocalExitClient", "Router",
+]
+
 
 class ExitCallError(RuntimeError):
-    """A call to an exit failed for a reason of the deployment, not of the request."""
+    """A call to an exit gave no answer: ``reason`` is timeout, expired, saturated,
+    unavailable or error."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
-        self.reason = reason  # saturated | unavailable
+        self.reason = reason
 
 
 class ExitClient(Protocol):
-    async def predict(self, wave: np.ndarray, return_state: bool = False) -> Prediction: ...
-
-    async def resume(self, state: BlockState, return_state: bool = False) -> Prediction: ...
+    async def call(self, method: str, payload: Any, left_ms: float, return_state: bool) -> ExitAnswer:
+        """Call ``method`` (predict | resume) of the exit; give up after ``left_ms``
+        (cancelling the call) with ExitCallError(timeout); other failures as ExitCallError."""
+        ...
 
 
 class LocalExitClient:
-    """An exit served in this process (tests, benchmarks): the predictor on a worker thread."""
+    """An exit served in this process (tests, benchmarks): an :class:`ExitWorker`."""
 
-    def __init__(self, predictor: ExitPredictor):
-        self.predictor = predictor
-        self._lock = threading.Lock()  # one model call at a time, even after a caller gave up
+    def __init__(self, worker: ExitWorker):
+        self.worker = worker
 
-    async def predict(self, wave: np.ndarray, return_state: bool = False) -> Prediction:
-        return (await asyncio.to_thread(self._locked, self.predictor.predict, [wave], return_state))[0]
-
-    async def resume(self, state: BlockState, return_state: bool = False) -> Prediction:
-        return (await asyncio.to_thread(self._locked, self.predictor.resume, [state], return_state))[0]
-
-    def _locked(self, fn, *args):
-        with self._lock:
-            return fn(*args)
+    async def call(self, method: str, payload: Any, left_ms: float, return_state: bool) -> ExitAnswer:
+        coro = getattr(self.worker, method)(payload, left_ms, return_state)
+        try:
+            return await asyncio.wait_for(coro, max(left_ms, 0.0) / 1000.0)
+        except asyncio.TimeoutError as err:  # wait_for cancelled the call: the worker drops it
+            raise ExitCallError(TIMEOUT, f"{self.worker.exit} gave no answer within {left_ms:.0f} ms") from err
+        except Exception as err:
+            raise ExitCallError(ERROR, f"{self.worker.exit} failed: {type(err).__name__}: {err}") from err
 
 
 class Metrics(Protocol):
-    def record(self, tier: str, exit: str, latency_ms: float, sla_miss: bool, degraded: bool) -> None: ...
+    def record(self, tier: str, exit: str, latency_ms: float, late: bool, degraded: bool) -> None: ...
 
     def error(self, code: str) -> None: ...
 
 
 class NoMetrics:
-    def record(self, tier: str, exit: str, latency_ms: float, sla_miss: bool, degraded: bool) -> None:
+    def record(self, tier: str, exit: str, latency_ms: float, late: bool, degraded: bool) -> None:
         pass
 
     def error(self, code: str) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """A request's deadline: fixed at arrival, read as time left on this clock."""
+
+    started: float  # time.perf_counter() at arrival
+    budget_ms: float
+    margin_ms: float = 0.0  # kept back for the answer's way back
+
+    def elapsed_ms(self, now: float | None = None) -> float:
+        return ((time.perf_counter() if now is None else now) - self.started) * 1000.0
+
+    def left_ms(self, now: float | None = None) -> float:
+        """Time left for exit work: budget - elapsed - margin."""
+        return self.budget_ms - self.elapsed_ms(now) - self.margin_ms
+
+
 @dataclass
-class _ExitState:
-    in_flight: int = 0
-    correction: float = 1.0
-    overhead_ms: float = 0.0
-    down_until: float = 0.0
-    calls: int = 0
+class _Outcome:
+    prediction: Prediction
+    degraded: bool = False
+    reason: str | None = None
+    steps: list[dict] | None = None
+    stopped: str | None = None
+    timings: list[tuple[str, float]] = field(default_factory=list)
 
 
 class Router:
-    """Picks an exit per request from the profile, the budget and what it observes."""
+    """Picks an exit per request from the profile, the deadline and what it observes."""
 
     def __init__(
         self,
         args: ServeArgs,
-        profiles: ProfileSet,
+        profile: ExitProfile,
         clients: Mapping[str, ExitClient],
         labels: list[str],
         model: Mapping[str, Any],
         metrics: Metrics | None = None,
+        replica: str = "local",
     ):
-        missing = sorted(set(clients) - {p.name for p in profiles.exits})
-        if missing:
-            raise ValueError(f"no latency profile for {missing}")
+        profile = profile.only(list(clients))  # a clear error names any exit without a profile
         self.args = args
-        self.profiles = ProfileSet(exits=[p for p in profiles.exits if p.name in clients], model=profiles.model)
         self.clients = dict(clients)
         self.labels = list(labels)
         self.model = dict(model)
         self.metrics = metrics or NoMetrics()
-        self.state = {p.name: _ExitState() for p in self.profiles.exits}
-
-    # ---- what the policy sees ---------------------------------------------------------
-    def loads(self, now: float | None = None) -> dict[str, ExitLoad]:
-        """The policy's view of every exit. An exit not yet called borrows the mean
-        correction and overhead of those that were: same hardware, same transport."""
-        now = time.monotonic() if now is None else now
-        known = [s for s in self.state.values() if s.calls]
-        prior_corr = float(np.mean([s.correction for s in known])) if known else 1.0
-        prior_over = float(np.mean([s.overhead_ms for s in known])) if known else 0.0
-        return {
-            name: ExitLoad(
-                in_flight=s.in_flight,
-                capacity=self.args.options_for(name).capacity,
-                correction=s.correction if s.calls else prior_corr,
-                overhead_ms=s.overhead_ms if s.calls else prior_over,
-                available=now >= s.down_until,
-            )
-            for name, s in self.state.items()
-        }
+        self.replica = replica
+        replicas = {name: args.options_for(name).min_replicas for name in clients}
+        self.policy = LoadState(profile, args.policy_config(), replicas, now=time.perf_counter())
+        self._probes: set[asyncio.Task] = set()
+        self._probe_clip = np.random.default_rng(0).normal(0, 0.01, SAMPLE_RATE).astype(np.float32)
 
     # ---- one request ------------------------------------------------------------------
     async def predict(self, wave: np.ndarray, sla: Sla, started: float | None = None) -> tuple[dict, list[tuple[str, float]]]:
-        """Answer one decoded clip under ``sla``: (response body, server timings [(name, ms)])."""
-        started = time.perf_counter() if started is None else started
+        """Answer one decoded clip under ``sla`` from the arrival time ``started``
+        (``time.perf_counter()``): (response body, server timings [(name, ms)]).
+        Raises :class:`ApiError` (503 / 504 with Retry-After) when it will not answer."""
+        deadline = Deadline(
+            time.perf_counter() if started is None else started, sla.budget_ms, self.args.planning.response_margin_ms
+        )
         seconds = len(wave) / SAMPLE_RATE
-        timings: list[tuple[str, float]] = []
+        degrade = sla.tier in self.args.degrade_tiers
+        self._probe_idle_exits()
         if sla.tier == TIER_AUTO:
-            pred, degraded, reason, steps = await self._cascade(wave, seconds, sla.budget_ms, started, timings)
+            out = await self._cascade(wave, seconds, deadline, degrade)
         else:
-            pred, degraded, reason = await self._fixed(wave, seconds, sla.budget_ms, started, timings)
-            steps = None
-        latency = (time.perf_counter() - started) * 1000.0
-        timings.append(("total", latency))
-        sla_miss = latency > sla.budget_ms
-        self.metrics.record(sla.tier, pred.exit, latency, sla_miss, degraded)
-        scores = pred.scores(self.labels)
+            out = await self._fixed(wave, seconds, deadline, degrade)
+        latency = deadline.elapsed_ms()
+        late = latency > sla.budget_ms
+        if late:
+            self.policy.missed(time.perf_counter())
+        out.timings.append(("total", latency))
+        self.metrics.record(sla.tier, out.prediction.exit, latency, late, out.degraded)
+        scores = out.prediction.scores(self.labels)
         body = {
             "label": max(scores, key=scores.get),
             "scores": scores,
-            "exit": pred.exit,
-            "block": pred.block,
+            "exit": out.prediction.exit,
+            "block": out.prediction.block,
             "tier": sla.tier,
             "budget_ms": sla.budget_ms,
-            "degraded": degraded,
-            "degraded_reason": reason,
+            "degraded": out.degraded,
+            "degraded_reason": out.reason,
+            "late": late,
             "latency_ms": round(latency, 3),
             "model": self.model.get("name"),
             "version": self.model.get("version"),
         }
-        if steps is not None:
-            body["cascade"] = steps
-        return body, timings
+        if out.steps is not None:
+            body["cascade"] = out.steps
+            body["stopped"] = out.stopped
+        return body, out.timings
 
-    async def _fixed(
-        self, wave: np.ndarray, seconds: float, budget_ms: float, started: float, timings: list
-    ) -> tuple[Prediction, bool, str | None]:
-        failed: set[str] = set()
-        failure: str | None = None
-        while True:
-            left = budget_ms - (time.perf_counter() - started) * 1000.0  # reading and decoding count too
-            decision = self._choose(left, seconds, failed)
+    async def _fixed(self, wave: np.ndarray, seconds: float, deadline: Deadline, degrade: bool) -> _Outcome:
+        tried: dict[str, str] = {}  # exit -> why it gave this request no answer
+        timings: list[tuple[str, float]] = []
+        for _ in range(len(self.clients)):  # each exit at most once
+            now = time.perf_counter()
+            left = deadline.left_ms(now)
             try:
-                pred = await self._call(decision, seconds, wave=wave, timings=timings, budget_left_ms=left)
+                decision = self.policy.choose(seconds, left, now, tried)
+                patience = self._patience(decision, seconds, left, now, tried)
+            except NoExitFits as err:
+                decision, patience = self._no_fit(err, left, degrade, tried)
+            try:
+                answer = await self._call(decision.exit, "predict", wave, seconds, patience, False, timings)
             except ExitCallError as err:
-                failed.add(decision.exit)
-                failure = failure or err.reason
+                tried[decision.exit] = err.reason
                 continue
-            degraded = decision.degraded or failure is not None
-            return pred, degraded, failure or decision.reason  # the first cause: why we left the choice
+            assert answer.prediction is not None
+            first_failure = next(iter(tried.values()), None)
+            return _Outcome(
+                answer.prediction,
+                degraded=decision.degraded or first_failure is not None,
+                reason=first_failure or decision.reason,  # the first cause: why we left the plan
+                timings=timings,
+            )
+        raise self._refusal(tried)
 
-    def _choose(self, budget_ms: float, seconds: float, failed: set[str]) -> Decision:
-        profiles = [p for p in self.profiles.exits if p.name not in failed]
-        try:
-            return choose_exit(profiles, self.loads(), budget_ms, seconds)
-        except NoExitAvailable as err:
-            raise ApiError(
-                503, "overloaded", f"no exit can take the request now ({err}); retry later",
-                {"Retry-After": str(self.args.retry_after_s)},
-            ) from err
-
-    async def _cascade(
-        self, wave: np.ndarray, seconds: float, budget_ms: float, started: float, timings: list
-    ) -> tuple[Prediction, bool, str | None, list[dict]]:
-        reuse = self.args.cascade.reuse_hidden_states
+    async def _cascade(self, wave: np.ndarray, seconds: float, deadline: Deadline, degrade: bool) -> _Outcome:
+        cfg = self.args.cascade
+        tried: dict[str, str] = {}
+        timings: list[tuple[str, float]] = []
         steps: list[dict] = []
-        pred: Prediction | None = None
-        degraded, reason = False, None
-        while True:
-            elapsed = (time.perf_counter() - started) * 1000.0
-            current = self.profiles.get(pred.exit) if pred is not None else None
+        answer: ExitAnswer | None = None
+        current: str | None = None
+        carry: Any = None  # the current exit's block output (or a reference to it)
+        degraded, reason, stopped, failure = False, None, None, None
+        for _ in range(2 * len(self.clients)):  # each exit at most once
+            now = time.perf_counter()
+            left = deadline.left_ms(now)
+            if current is None:
+                try:
+                    decision, _ = self.policy.cascade_next(None, seconds, left, now, tried)
+                    assert decision is not None
+                    patience = self._patience(decision, seconds, left, now, tried)
+                except NoExitFits as err:
+                    decision, patience = self._no_fit(err, left, degrade, tried)
+            else:
+                step, why = self.policy.cascade_next(current, seconds, left, now, tried, reuse=carry is not None)
+                if step is None:
+                    stopped = why
+                    break
+                decision, patience = step, left
+            resume = current is not None and carry is not None
+            want_state = cfg.reuse_hidden_states and self.policy.worth_state(
+                decision.exit, seconds, left - decision.expected_ms, now, tried
+            )
             try:
-                decision = next_cascade_exit(self.profiles.exits, self.loads(), current, elapsed, budget_ms, seconds, reuse)
-            except NoExitAvailable as err:
-                raise ApiError(503, "overloaded", f"no exit can take the request now ({err}); retry later",
-                               {"Retry-After": str(self.args.retry_after_s)}) from err
-            if decision is None:
-                break
-            left = budget_ms - elapsed
-            try:
-                if pred is not None and reuse and pred.state is not None:
-                    nxt = await self._call(
-                        decision, seconds, state=pred.state, timings=timings, return_state=True, budget_left_ms=left
-                    )
-                else:
-                    nxt = await self._call(
-                        decision, seconds, wave=wave, timings=timings, return_state=reuse, budget_left_ms=left
-                    )
+                nxt = await self._call(
+                    decision.exit, "resume" if resume else "predict", carry if resume else wave, seconds, patience, want_state, timings
+                )
             except ExitCallError as err:
-                degraded, reason = True, err.reason
-                if pred is None:
-                    continue  # the exit is now marked down; the next step skips it
-                break
-            if decision.degraded:
+                tried[decision.exit] = err.reason
+                if current is not None and err.reason in (TIMEOUT, EXPIRED):
+                    stopped = BUDGET  # the deeper step did not come in time: answer with what we have
+                    break
+                failure = failure or err.reason  # answered by another exit than planned
+                continue  # the next shallowest, or another deeper exit from the same state
+            assert nxt.prediction is not None
+            answer, current = nxt, decision.exit
+            carry = nxt.state_ref if nxt.state_ref is not None else nxt.prediction.state
+            if decision.degraded and not degraded:
                 degraded, reason = True, decision.reason
-            pred = nxt
-            steps.append({"exit": pred.exit, "margin": round(pred.margin, 4), "compute_ms": round(pred.compute_ms, 3)})
-            if pred.margin >= self.args.cascade.threshold:
+            steps.append({
+                "exit": current,
+                "margin": round(nxt.prediction.margin, 4),
+                "compute_ms": round(nxt.compute_ms, 3),
+                "queue_ms": round(nxt.queue_ms, 3),
+            })
+            if nxt.prediction.margin >= cfg.threshold:
+                stopped = CONFIDENT
                 break
-        assert pred is not None
-        return pred, degraded, reason, steps
+        if answer is None:
+            raise self._refusal(tried)
+        assert answer.prediction is not None
+        if failure is not None and not degraded:
+            degraded, reason = True, failure
+        return _Outcome(answer.prediction, degraded, reason, steps, stopped or BUDGET, timings)
 
+    # ---- decisions around the policy ----------------------------------------------------
+    def _patience(self, decision: Decision, seconds: float, left: float, now: float, tried: Mapping[str, str]) -> float:
+        """How long to wait for ``decision``: while a shallower exit could still answer in
+        time, until the exit looks stalled or only that fallback's time is left; without
+        a fallback, until the deadline."""
+        fallback = self.policy.fallback_ms(decision.exit, seconds, now, tried)
+        if fallback is not None:
+            reserve = FALLBACK_SLACK * fallback + FALLBACK_SLACK_MS  # giving up and re-planning take time too
+            if left - reserve >= decision.expected_ms:
+                patience = left - reserve
+                stall = self.args.planning.stall_factor
+                if stall is not None:
+                    # an exit several times later than its own tail estimate is stalled (a replica
+                    # restarting, a wedged batch): leave it early while the fallback has room
+                    patience = min(patience, max(stall * decision.expected_ms, decision.expected_ms + STALLED_MS))
+                return patience
+        return max(left, 1.0)
+
+    def _no_fit(self, err: NoExitFits, left: float, degrade: bool, tried: Mapping[str, str]) -> tuple[Decision, float]:
+        """No exit is expected in time: the soonest one (degrade tiers) or a refusal."""
+        if err.load:
+            self.policy.missed(time.perf_counter())
+        if degrade and err.fastest is not None:
+            fastest = err.fastest
+            return fastest, max(left, 2.0 * fastest.expected_ms, 1.0)
+        if tried:
+            raise self._refusal(tried, str(err))
+        if not err.usable:
+            raise self._refusal({})
+        raise ApiError(503, "overloaded", f"{err}; retry later", self._retry_after())
+
+    def _refusal(self, tried: Mapping[str, str], then: str | None = None) -> ApiError:
+        detail = ", ".join(f"{n}: {r}" for n, r in tried.items())
+        if any(r in (TIMEOUT, EXPIRED) for r in tried.values()):
+            after = f"; then {then}" if then else ""
+            return ApiError(
+                504, "deadline_exceeded",
+                f"no exit answered within the request's deadline ({detail}{after}); retry later or with a larger budget",
+                self._retry_after(),
+            )
+        down = [n for n, s in self.policy.health(time.perf_counter()).items() if s == DOWN]
+        why = detail or (f"{', '.join(down)} are down" if down else "no exit is usable now")
+        return ApiError(503, "unavailable", f"no exit could answer ({why}); retry later", self._retry_after())
+
+    def _retry_after(self) -> dict[str, str]:
+        return {"Retry-After": str(self.args.retry_after_s)}
+
+    # ---- one exit call ----------------------------------------------------------------
     async def _call(
         self,
-        decision: Decision,
+        name: str,
+        method: str,
+        payload: Any,
         seconds: float,
-        *,
-        timings: list,
-        wave: np.ndarray | None = None,
-        state: BlockState | None = None,
-        return_state: bool = False,
-        budget_left_ms: float | None = None,
-    ) -> Prediction:
-        """Call one exit, waiting at most what the budget left allows (then ExitCallError)."""
-        name = decision.exit
-        s = self.state[name]
-        profile = self.profiles.get(name)
-        load = ExitLoad(in_flight=s.in_flight, capacity=self.args.options_for(name).capacity)
-        timeout = None
-        if budget_left_ms is not None:
-            ms = call_timeout_ms(self._fallback(profile), decision, budget_left_ms, seconds)
-            timeout = None if ms is None else ms / 1000.0
-        s.in_flight += 1
+        patience_ms: float,
+        return_state: bool,
+        timings: list[tuple[str, float]],
+        probe: bool = False,
+    ) -> ExitAnswer:
+        """Call one exit, waiting at most ``patience_ms``; the outcome goes to the policy."""
         start = time.perf_counter()
+        ticket = self.policy.sent(name, seconds, start, resumed=method == "resume", probe=probe)
         try:
-            client = self.clients[name]
-            call = client.resume(state, return_state) if state is not None else client.predict(wave, return_state)
-            try:
-                pred = await asyncio.wait_for(call, timeout)
-            except asyncio.TimeoutError as err:
-                raise ExitCallError(TIMEOUT, f"{name} gave no answer within {timeout * 1000:.0f} ms") from err
+            answer = await self.clients[name].call(method, payload, patience_ms, return_state)
         except ExitCallError as err:
-            # dead: skip it for the cool-down; refusing or too slow this time (a restarting
-            # replica, a burst): skip it briefly, then try again. A timeout teaches the
-            # correction nothing, so one slow call cannot bar an exit for good.
-            cooldown = self.args.unavailable_cooldown_s if err.reason == UNAVAILABLE else min(1.0, self.args.unavailable_cooldown_s)
-            s.down_until = time.monotonic() + cooldown
-            log.warning("exit %s failed (%s): %s", name, err.reason, err)
+            now = time.perf_counter()
+            if err.reason == TIMEOUT:
+                self.policy.gave_up(ticket, now)
+            elif err.reason == SATURATED:
+                self.policy.refused(ticket)
+            else:
+                self.policy.failed(ticket, now)
+            if not probe:
+                log.warning("exit %s gave no answer (%s): %s", name, err.reason, err)
             raise
-        finally:
-            s.in_flight -= 1
-        observed = (time.perf_counter() - start) * 1000.0
-        timings.append((name, observed))
-        if state is None:  # resumed calls are cheaper than the profile says: do not learn from them
-            self._learn(s, observed, pred.compute_ms, profile, seconds, load)
-        s.calls += 1
-        return pred
+        except BaseException:  # this request itself was cancelled (client gone): no observation
+            self.policy.refused(ticket)
+            raise
+        now = time.perf_counter()
+        if answer.expired:
+            self.policy.gave_up(ticket, now)
+            self.policy.reported(name, answer.replica, answer.depth, now)
+            raise ExitCallError(EXPIRED, f"{name} dropped the call: its deadline passed in the queue")
+        self.policy.answered(
+            ticket, now, compute_ms=answer.compute_ms, queue_ms=answer.queue_ms, replica=answer.replica,
+            depth=answer.depth, batch_size=answer.batch_size, batch_audio_s=answer.batch_audio_s,
+        )
+        timings.append((name, (now - start) * 1000.0))
+        return answer
 
-    def _fallback(self, profile) -> Any:
-        """The shallowest exit below ``profile`` that is up and not saturated, if any."""
-        loads = self.loads()
-        for p in self.profiles.exits:  # shallowest first
-            if p.block < profile.block and loads[p.name].available and not loads[p.name].saturated:
-                return p
-        return None
+    def _probe_idle_exits(self) -> None:
+        """Send a short synthetic clip to every exit not heard from for a while."""
+        for name in self.policy.take_probes(time.perf_counter()):
+            task = asyncio.get_running_loop().create_task(self._probe(name))
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
 
-    def _learn(
-        self, s: _ExitState, observed_ms: float, compute_ms: float, profile, seconds: float, load: ExitLoad
-    ) -> None:
-        """Smooth the exit's correction towards model time / profiled (queue wait accounted)
-        and its overhead towards call time - model time. The first observation of an exit
-        replaces the borrowed prior instead of being averaged with it."""
-        a = self.args.ewma_alpha if s.calls else 1.0
-        queue = 1.0 + load.in_flight / max(load.capacity, 1)
-        ratio = compute_ms / max(profile.latency_at(seconds) * queue, 1e-3)
-        s.correction = float(np.clip((1 - a) * s.correction + a * ratio, 0.05, 50.0))
-        s.overhead_ms = float((1 - a) * s.overhead_ms + a * max(observed_ms - compute_ms, 0.0))
+    async def _probe(self, name: str) -> None:
+        patience = max(10.0 * self.policy.estimate(name, 1.0, time.perf_counter()).total_ms, 1000.0)
+        try:
+            await self._call(name, "predict", self._probe_clip, 1.0, patience, False, [], probe=True)
+        except ExitCallError:
+            pass
 
     # ---- introspection ----------------------------------------------------------------
     def health(self) -> dict:
-        """``{"status": "ok" | "unavailable", "exits": {exit: "up" | "down"}}``: unavailable
-        when no exit can take a request (``/healthz`` answers 503 then)."""
-        exits = {n: ("up" if load.available else "down") for n, load in self.loads().items()}
-        return {"status": "ok" if "up" in exits.values() else "unavailable", "exits": exits}
+        """``{"status": "ok" | "unavailable", "exits": {exit: "up" | "probation" | "down"}}``:
+        unavailable when every exit is ejected (``/healthz`` answers 503 then)."""
+        exits = self.policy.health(time.perf_counter())
+        return {"status": "ok" if any(s != DOWN for s in exits.values()) else "unavailable", "exits": exits}
 
     def describe_exits(self, seconds: float = 3.0) -> dict:
-        loads = self.loads()
         return {
             "model": self.model,
             "labels": self.labels,
             "tiers": {**self.args.tiers, TIER_AUTO: self.args.cascade.budget_ms},
             "default_tier": self.args.default_tier,
-            "exits": {
-                p.name: {
-                    "block": p.block,
-                    "uar": p.uar,
-                    "profile_latency_ms": {f"{k:g}": v for k, v in sorted(p.latency_ms.items())},
-                    f"expected_latency_ms_{seconds:g}s": round(expected_ms(p, seconds, loads[p.name]), 3),
-                    "correction": round(loads[p.name].correction, 3),
-                    "overhead_ms": round(loads[p.name].overhead_ms, 3),
-                    "in_flight": loads[p.name].in_flight,
-                    "available": loads[p.name].available,
-                }
-                for p in self.profiles.exits
-            },
+            "degrade_tiers": self.args.degrade_tiers,
+            "quantile": self.args.planning.quantile,
+            "router": self.replica,
+            "exits": self.policy.describe(seconds, time.perf_counter()),
         }
