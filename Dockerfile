@@ -29,11 +29,11 @@ RUN pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/${T
         "torch==${TORCH_VERSION}" \
  && python -c "import torch; assert torch.version.cuda, 'expected a CUDA build of torch'"
 
-# The project, owned by the image's `ray` user (pip builds in the source tree). The Ray
+# The project with every extra (train, tune, serve: the image runs all of them), owned by the image's `ray` user (pip builds in the source tree). The Ray
 # containers run with workingDir /app, so job entrypoints such as
 # `python jobs/train.py --config jobs/configs/...` resolve against the repository.
 COPY --chown=ray:users . /app
 WORKDIR /app
-RUN pip install --no-cache-dir -c constraints.txt . \
+RUN pip install --no-cache-dir -c constraints.txt ".[all]" \
  && rm -rf build platform/*.egg-info \
  && python -c "import emodistill, torch; print('emodistill', emodistill.__file__, 'torch', torch.__version__)"

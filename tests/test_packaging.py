@@ -25,13 +25,18 @@ def _pins() -> dict[str, str]:
 
 
 def _runtime_closure() -> set[str]:
-    """The distributions `pip install emodistill` pulls in (extras of dependencies followed)."""
+    """The distributions `pip install emodistill[all]` pulls in (extras of dependencies
+    followed, emodistill's own extras expanded)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     todo = [Requirement(r) for r in project["dependencies"]]
+    todo += [Requirement(r) for r in project["optional-dependencies"]["all"]]
     seen: set[str] = set()
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
+        if name == "emodistill":
+            todo += [Requirement(r) for e in req.extras for r in project["optional-dependencies"][e]]
+            continue
         key = f"{name}[{','.join(sorted(req.extras))}]"
         if key in seen:
             continue

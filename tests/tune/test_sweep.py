@@ -77,6 +77,23 @@ def test_sweep_reports_every_objective_and_exports_a_config_that_trains(ray_loca
     assert header and "loss.kd_weight" in header.group(0) and "uar_latency_auc" in header.group(0)
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert summary["best"]["trial_id"] == rows[0]["trial_id"]
+    # MLflow (Ray's MLflowLoggerCallback): one run per trial with its config and every
+    # report, and the sweep's outputs as artifacts of a summary run
+    from mlflow import MlflowClient
+
+    assert summary["tracking_uri"] == (tmp_path / "ray" / "mlruns").as_uri()
+    client = MlflowClient(tracking_uri=summary["tracking_uri"])
+    experiment = client.get_experiment_by_name("sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    trials = [r for r in runs if r.data.tags.get("emodistill.kind") == "tune-trial"]
+    assert len(trials) == 3
+    for run in trials:
+        assert {"budget_uar", "uar_latency_auc", "teacher_uar"} <= set(run.data.metrics), sorted(run.data.metrics)
+        assert any(k.startswith("val/exit_") and k.endswith("/uar") for k in run.data.metrics)
+        assert any(k.endswith("loss.kd_weight") for k in run.data.params), sorted(run.data.params)[:20]
+    (summary_run,) = [r for r in runs if r.data.tags.get("emodistill.kind") == "tune-summary"]
+    artifacts = {a.path for a in client.list_artifacts(summary_run.info.run_id)}
+    assert {"results.md", "results.csv", "pareto.png", "best.json"} <= artifacts, artifacts
     # the winning trial as a config `emodistill train` accepts, and its checkpoint
     best = TrainConfig.from_yaml(
         out / "best/train.yaml", [f"run.storage_path={tmp_path / 'retrain'}", f"run.export_dir={tmp_path / 'retrained'}"]

@@ -179,6 +179,8 @@ def train(
         None, help="'all' (or 0,2,4): cross-validation, each fold tested once; selection on speakers of the others."
     ),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own log lines too (they always go to the run's log file)."),
+    track: bool = typer.Option(True, "--tracking/--no-tracking", help="Record an MLflow run (MLFLOW_TRACKING_URI, else <storage_path>/mlruns)."),
 ) -> None:
     """Self-distillation fine-tuning on Ray Train. Extra arguments are key=value overrides."""
     from emodistill.train.config import TrainConfig
@@ -198,9 +200,13 @@ def train(
         for plan in plans:
             typer.echo("\n".join(f"# {line}" for line in [f"run {plan.cfg.run.name}:", *plan.lines()]))
         return
+    from emodistill import console
     from emodistill.cluster import init_ray
 
-    init_ray(address)
+    console.set_verbose(verbose)
+    log = console.run_log(cfg.run.storage_path, cfg.run.name)
+    init_ray(address, log_file=log)
+    typer.echo(f"Ray's log: {log}")
     if folds:
         from emodistill.train.cv import cross_validate, cv_table, fold_table
 
@@ -212,11 +218,18 @@ def train(
         return
     from emodistill.train.driver import fit
 
-    result = fit(cfg)
+    from emodistill import tracking
+
+    if not track:
+        tracking.disable()
+    result = fit(cfg, tracking_uri=tracking.run_uri(cfg.run.storage_path))
     _print_exit_table(result.best_metrics)
     metric = cfg.run.checkpoint_metric
     typer.echo(f"best checkpoint (epoch {int(result.best_metrics['epoch']) + 1}, {metric} = "
                f"{result.best_metrics[metric]:.3f}): {result.best_checkpoint}")
+    if result.tracking is not None:
+        typer.echo(f"MLflow run {result.tracking.run_id} (experiment {result.tracking.experiment}): "
+                   f"{tracking.ui_command(result.tracking.uri)}")
     typer.echo(f"test it: emodistill evaluate {result.best_checkpoint} {cfg.data.dataset}")
 
 
@@ -232,6 +245,8 @@ def tune(
     device: Optional[str] = typer.Option(
         None, help="Where the driver times the exits when there is no latency_profile: cpu, cuda or cuda:<n> (sets latency_device)."
     ),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own log lines too (they always go to the run's log file)."),
+    track: bool = typer.Option(True, "--tracking/--no-tracking", help="Record an MLflow run (MLFLOW_TRACKING_URI, else <storage_path>/mlruns)."),
 ) -> None:
     """Ray Tune sweep of the loss weights (and temperature, learning rate, exits). Extra
     arguments are key=value overrides of the sweep config."""
@@ -246,15 +261,25 @@ def tune(
         typer.echo(cfg.to_yaml().rstrip())
         typer.echo("\n".join(f"# {line}" for line in ["every trial starts from:", *plan.lines()]))
         return
+    from emodistill import console
     from emodistill.cluster import init_ray
     from emodistill.evaluate.tables import markdown_table
     from emodistill.tune.sweep import run_sweep
 
-    init_ray(address)
+    console.set_verbose(verbose)
+    log = console.run_log(cfg.storage_path, cfg.name)
+    init_ray(address, log_file=log)
+    typer.echo(f"Ray's log: {log}")
+    from emodistill import tracking
+
+    if not track:
+        tracking.disable()
     summary = run_sweep(cfg, resume)
     columns = ["trial_id", *cfg.search, *OBJECTIVES, "given"]
     typer.echo(markdown_table(columns, [[r[c] for c in columns] for r in summary["rows"]]))
     typer.echo(f"results: {cfg.out_dir}/results.md, plot: {cfg.out_dir}/pareto.png, best: {cfg.out_dir}/best/")
+    if summary.get("tracking_uri"):
+        typer.echo(f"MLflow: experiment {cfg.name}, one run per trial: {tracking.ui_command(summary['tracking_uri'])}")
 
 
 @app.command()
@@ -304,11 +329,21 @@ def evaluate(
 def demo(
     config: str = typer.Option("jobs/configs/demo_cpu.yaml", help="Training config of the demo."),
     root: str = typer.Option("runs/demo", help="Where everything lands (replaced on every run)."),
+    serve_config: str = typer.Option("serve_configs/local.yaml", help="Serve config of the serving step."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="End by serving every exit and querying each tier."),
+    port: Optional[int] = typer.Option(None, help="HTTP port of the serving step (default: the serve config's)."),
+    speakers: int = typer.Option(12, min=4, help="Speakers of the synthetic corpus."),
+    utterances: int = typer.Option(10, min=1, help="Clips per speaker and emotion."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own log lines too (they always go to <root>/ray.log)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides of the training config."),
 ) -> None:
-    """The main job on the embedded defaults: synth -> ingest -> train -> evaluate."""
+    """The main job on the embedded defaults: synth -> ingest -> train -> evaluate -> serve."""
+    from emodistill import console
     from emodistill.demo import run_demo
 
-    run_demo(config=config, root=root)
+    console.set_verbose(verbose)
+    run_demo(config=config, root=root, serve_config=serve_config if serve else None, overrides=list(overrides or []),
+             synth={"speakers": speakers, "utterances": utterances}, port=port)
 
 
 app.command("predict")(predict_cmd)  # defined in their own modules (cli/predict.py, cli/export.py)

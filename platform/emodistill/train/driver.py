@@ -32,25 +32,7 @@ class TrainResult:
     last_checkpoint: Any = None  # ray.train.Checkpoint of the final epoch (Ray always keeps the latest)
     best_ray_checkpoint: Any = None  # ray.train.Checkpoint of the selected epoch (in the run's storage)
     plan: Plan | None = None
-
-
-def _progress_callback(epochs: int, metric: str):
-    """A controller-side callback printing one line per epoch (shown in the driver's log)."""
-    import ray.train
-
-    class EpochProgress(ray.train.UserCallback):
-        def after_report(self, run_context, metrics, checkpoint):
-            m = metrics[0]
-            uars = " ".join(f"{n}={m[metric_key(n, 'uar')]:.3f}" for n in exits_in(m))
-            resumed = f" (resumed after epoch {m['resumed_from_epoch']})" if m.get("resumed_from_epoch", -1) >= 0 else ""
-            print(
-                f"epoch {m['epoch'] + 1}/{epochs}: train loss {m['train/loss/total']:.3f}, "
-                f"{m['train/clips_per_second']:.1f} clips/s; val UAR {uars}; {metric} {m.get(metric, float('nan')):.3f}"
-                f"{resumed}",
-                flush=True,
-            )
-
-    return EpochProgress()
+    tracking: Any = None  # emodistill.tracking.TrainTracking of the MLflow run, when tracked
 
 
 def prepare_run_dir(cfg: TrainConfig, storage: str) -> None:
@@ -90,14 +72,15 @@ def data_config(world_size_hint: int | None = None):
 
 def build_trainer(
     cfg: TrainConfig, progress: bool = True, callbacks: list | None = None, objectives: dict | None = None,
-    plan: Plan | None = None, score: str | None = None,
+    plan: Plan | None = None, score: str | None = None, board: Any = None,
 ):
     """The Ray Train ``TorchTrainer`` of ``cfg`` (what ``fit`` runs and every sweep trial runs).
 
     ``objectives`` ({"latency_ms": {exit: ms}, "budget_ms": x}) makes every report carry the
     sweep objectives; ``score`` ranks checkpoints by one of them instead of
     ``run.checkpoint_metric`` (a sweep); ``callbacks`` are extra Ray Train callbacks (Tune's
-    report callback).
+    report callback); ``board`` is the actor handle of a :class:`emodistill.console.ProgressBoard`
+    that rank 0 posts its progress to (``fit`` makes one when ``progress``).
     """
     import ray
     import ray.data
@@ -132,6 +115,7 @@ def build_trainer(
             "train_rows": plan.train_rows,
             "selection": sel.model_dump(mode="json"),
             "objectives": objectives,
+            "progress": board,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.num_workers,
@@ -147,7 +131,7 @@ def build_trainer(
                 checkpoint_score_order=order,
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
-            callbacks=([_progress_callback(cfg.optim.epochs, metric)] if progress else []) + list(callbacks or []),
+            callbacks=list(callbacks or []),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # our per-epoch line instead
         ),
         datasets={"train": train_ds, "val": val_ds},
@@ -173,21 +157,45 @@ def best_of(checkpoints: Sequence[tuple], metric: str, mode: Mode):
     return best
 
 
-def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
-    """Run the Ray Train job described by ``cfg`` on the current Ray cluster."""
+def fit(cfg: TrainConfig, progress: bool = True, tracking_uri: str | None = None) -> TrainResult:
+    """Run the Ray Train job described by ``cfg`` on the current Ray cluster.
+
+    ``progress``: rank 0's progress bar and one line per epoch on this terminal;
+    ``tracking_uri``: an MLflow run there (:mod:`emodistill.tracking`), logged from here."""
+    from emodistill import console, tracking
+
     plan = preflight(cfg, check_storage=False)  # before any cluster time is spent
     if progress:
         print("\n".join(plan.lines()), flush=True)
-    trainer = build_trainer(cfg, progress, plan=plan)
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    tracked = tracking.start_train_run(tracking_uri, cfg)
+    try:
+        if progress:
+            import ray
+
+            if not ray.is_initialized():
+                ray.init()
+            on_epoch = tracked.log_epoch if tracked else None
+            with console.ProgressBoard(cfg.optim.epochs, cfg.run.checkpoint_metric, on_epoch=on_epoch) as board:
+                trainer = build_trainer(cfg, progress, plan=plan, board=board.handle)
+                console.quiet_python_loggers()  # ray.train / ray.data loggers exist now
+                result = trainer.fit()
+        else:
+            trainer = build_trainer(cfg, progress, plan=plan)
+            console.quiet_python_loggers()
+            result = trainer.fit()
+        if result.error:
+            raise result.error
+    except BaseException:
+        if tracked:
+            tracked.finish("FAILED")
+        raise
     best_ckpt, best_metrics = best_of(result.best_checkpoints, cfg.run.checkpoint_metric, plan.metric_mode)
     with result.checkpoint.as_directory() as latest:  # the latest checkpoint carries the whole history
         history = read_checkpoint_config(latest).training.history
     best_path = best_ckpt.path
     if cfg.run.export_dir:
         best_path = export_checkpoint(best_ckpt, cfg.run.export_dir)
+    tracking.finish_train_run(tracked, history, dict(best_metrics), best_path, best_ckpt.path, live=progress)
     return TrainResult(
         best_checkpoint=best_path,
         best_metrics=dict(best_metrics),
@@ -196,6 +204,7 @@ def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         last_checkpoint=result.checkpoint,
         best_ray_checkpoint=best_ckpt,
         plan=plan,
+        tracking=tracked,
     )
 
 

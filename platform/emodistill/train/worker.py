@@ -34,6 +34,7 @@ from emodistill.checkpoint import (
     save_checkpoint,
     save_train_state,
 )
+from emodistill.console import StepReporter
 from emodistill.data.folds import Selection
 from emodistill.data.reader import Collate
 from emodistill.evaluate.metrics import merge_validation
@@ -139,12 +140,15 @@ def train_loop_per_worker(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     val_loss = SelfDistillationLoss(cfg.loss)
     local_buffer = LOCAL_SHUFFLE_ROWS if cfg.data.shuffle == "blocks" else None
+    board = config.get("progress") if rank == 0 else None  # the driver draws rank 0's progress
+    rank_steps = math.ceil(config["train_rows"] / (world * cfg.optim.batch_size))
     for epoch in range(start_epoch, cfg.optim.epochs):
         seed_everything(cfg.seed * 1000 + epoch * 10 + rank)  # dropout, SpecAugment: new per epoch and rank
         model.train()
         started = time.perf_counter()
         train_sums: dict[str, float] = {}
         seen = 0
+        progress = StepReporter(board, epoch, rank_steps)
         for batch in train_shard.iter_torch_batches(
             batch_size=cfg.optim.batch_size,
             collate_fn=Collate(cfg.data.train_batch, cfg.seed, epoch),
@@ -154,8 +158,10 @@ def train_loop_per_worker(config: dict) -> None:
             loss = step(batch)
             n = len(batch["labels"])
             seen += n
-            for key, value in loss.log_dict("").items():
+            logged = loss.log_dict("")
+            for key, value in logged.items():
                 train_sums[key] = train_sums.get(key, 0.0) + value * n
+            progress.update(n, logged.get("total", float("nan")))
         train_seconds = time.perf_counter() - started
 
         val_batches = val_shard.iter_torch_batches(batch_size=cfg.optim.batch_size, collate_fn=Collate())
@@ -180,6 +186,7 @@ def train_loop_per_worker(config: dict) -> None:
 
             metrics.update(objectives(metrics, config["objectives"]["latency_ms"], config["objectives"]["budget_ms"]))
         history.append(metrics)
+        progress.epoch_done(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:

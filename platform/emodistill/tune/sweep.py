@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from emodistill import tracking
 from emodistill.storage import get_fs, join, write_bytes_atomic
 from emodistill.evaluate.tables import markdown_table
 from emodistill.train.config import TrainConfig
@@ -99,7 +100,8 @@ def trial_driver(config: dict) -> None:
     ).fit()
 
 
-def _tuner(cfg: SweepConfig, train_raw: dict, latency_ms: dict[str, float], storage: str, restore: bool):
+def _tuner(cfg: SweepConfig, train_raw: dict, latency_ms: dict[str, float], storage: str, restore: bool,
+           tracking_uri: str | None = None):
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -147,7 +149,8 @@ def _tuner(cfg: SweepConfig, train_raw: dict, latency_ms: dict[str, float], stor
             ),
         ),
         run_config=ray.tune.RunConfig(
-            name=cfg.name, storage_path=storage, verbose=0, callbacks=[_trial_progress(cfg.objective, epochs)]
+            name=cfg.name, storage_path=storage, verbose=0,
+            callbacks=[_trial_progress(cfg.objective, epochs), *tracking.tune_callbacks(tracking_uri, cfg.name)],
         ),
     )
 
@@ -207,8 +210,12 @@ def run_sweep(cfg: SweepConfig, resume: bool | None = None) -> dict:
         fs, root = get_fs(join(storage, cfg.name))
         fs.makedirs(root, exist_ok=True)
         write_bytes_atomic(fs, join(root, "latency_ms.json"), json.dumps(latency_ms, indent=2).encode())
-    results = _tuner(cfg, cfg.base_train_raw(), latency_ms, storage, restore).fit()
-    return write_outputs(cfg, results, latency_ms)
+    uri = tracking.run_uri(cfg.storage_path)
+    results = _tuner(cfg, cfg.base_train_raw(), latency_ms, storage, restore, uri).fit()
+    summary = write_outputs(cfg, results, latency_ms)
+    summary["tracking_uri"] = uri
+    summary["tracking_run"] = tracking.log_sweep_summary(uri, cfg.name, cfg.out_dir, summary)
+    return summary
 
 
 def _saved_latencies(cfg: SweepConfig, storage: str) -> dict | None:
