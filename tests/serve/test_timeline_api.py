@@ -163,3 +163,18 @@ def test_openapi_documents_the_route(app):
     assert "application/x-ndjson" in doc["responses"]["200"]["content"]
     assert {"segment", "vad", "window", "hop"} <= {p["name"] for p in doc["parameters"]}
     assert "multipart/form-data" in doc["requestBody"]["content"]
+
+
+def test_every_stream_gives_back_its_slot_and_a_full_house_is_a_fast_503(app):
+    client, _ = app
+    timelines = client.app.state.timelines
+    assert timelines.active == 0  # after every stream above: finished, refused, failed part-way
+    timelines.active = timelines.streams
+    try:
+        r, _ = timeline(client, encode(CALL))
+        error_of(r, 503, "busy")
+        assert r.headers["retry-after"] == "1"
+    finally:
+        timelines.active = 0
+    assert timeline(client, encode(CALL))[1][-1]["summary"]["segments"] == 3
+    assert timelines.active == 0

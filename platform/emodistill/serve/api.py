@@ -71,7 +71,16 @@ from emodistill.serve.requests import (
     too_large,
 )
 from emodistill.serve.router import Router
-from emodistill.serve.timeline import NDJSON, SPOOL_MEMORY_BYTES, SegmentSource, TimelineStreams, first_segment, timeline_lines
+from emodistill.serve.timeline import (
+    NDJSON,
+    SPOOL_MEMORY_BYTES,
+    NdjsonResponse,
+    Once,
+    SegmentSource,
+    TimelineStreams,
+    first_segment,
+    timeline_lines,
+)
 
 log = logging.getLogger("emodistill.serve")
 
@@ -417,7 +426,7 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
         "plus `start` and `end` in seconds), then `{\"summary\": {...}}` (segments, duration, speech regions, "
         "exits used). A failure after the stream started (the recording is corrupt part-way, every exit refuses) "
         "is an `{\"error\": {...}}` line, and the stream ends. A recording without speech gives only the summary.",
-        response_class=StreamingResponse,
+        response_class=StreamingResponse,  # for the document: NdjsonResponse is one
         responses={
             200: {
                 "content": {NDJSON: {"schema": {"type": "string"}}},
@@ -476,8 +485,13 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
                 spool.close()
             timelines.release()
             raise
-        lines = timeline_lines(router, source, first, sla, _rid(request), busy, on_done=timelines.release)
-        return StreamingResponse(lines, media_type=NDJSON, headers={"Cache-Control": "no-store"})
+        def cleanup(source: SegmentSource = source) -> None:
+            source.close()
+            timelines.release()
+
+        done = Once(cleanup)
+        lines = timeline_lines(router, source, first, sla, _rid(request), busy, on_done=done)
+        return NdjsonResponse(lines, done, headers={"Cache-Control": "no-store"})
 
     @api.get(
         "/v1/exits",

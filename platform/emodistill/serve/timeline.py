@@ -27,6 +27,8 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import IO
 
+from starlette.responses import StreamingResponse
+
 from emodistill.data.audio import SAMPLE_RATE, AudioError, AudioLimits
 from emodistill.inference.segments import SegmentOptions
 from emodistill.inference.timeline import Timeline, iter_segments
@@ -137,6 +139,7 @@ async def timeline_lines(
     try:
         while item is not None:
             upcoming = asyncio.ensure_future(source.next())  # cut the next while this one is classified
+            upcoming.add_done_callback(_retrieve)  # its failure is reported below, or moot when the stream ended first
             start, end, wave = item
             item = None
             body, _ = await router.predict(wave, sla, time.perf_counter())  # its deadline starts now
@@ -163,6 +166,41 @@ async def timeline_lines(
     finally:
         if upcoming is not None:
             upcoming.cancel()
-        source.close()
         if on_done is not None:
             on_done()
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class Once:
+    """``fn()`` the first time it is called, nothing after: the cleanup of a stream, which
+    either the stream's end or the response's (a client gone before the first byte) runs."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self) -> None:
+        fn, self.fn = self.fn, None
+        if fn is not None:
+            fn()
+
+
+class NdjsonResponse(StreamingResponse):
+    """A streamed NDJSON answer whose ``cleanup`` runs however the response ends: a
+    generator that never started (the client left before the headers went out) runs no
+    ``finally``, so the response runs it."""
+
+    media_type = NDJSON
+
+    def __init__(self, lines: AsyncIterator[bytes], cleanup: Once, **kwargs):
+        super().__init__(lines, **kwargs)
+        self.cleanup = cleanup
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.cleanup()
