@@ -178,3 +178,22 @@ def test_every_stream_gives_back_its_slot_and_a_full_house_is_a_fast_503(app):
         timelines.active = 0
     assert timeline(client, encode(CALL))[1][-1]["summary"]["segments"] == 3
     assert timelines.active == 0
+
+
+def test_the_python_client_streams_the_timeline(app, tmp_path):
+    from emodistill.client import ApiError, Client
+
+    client, _ = app
+    path = tmp_path / "call.flac"
+    path.write_bytes(encode(CALL, "FLAC"))
+    api = Client("http://testserver", max_retries=0)
+    api._http.close()
+    api._http = client  # Starlette's TestClient is an httpx.Client over the app
+    lines = list(api.timeline(path, tier="batch", vad="energy"))
+    assert len(lines) == 4 and lines[-1]["summary"]["segments"] == 3 and lines[0]["tier"] == "batch"
+    with pytest.raises(ApiError) as err:
+        list(api.timeline(encode(CALL), budget_ms=1, vad="energy", content_type="audio/wav"))
+    assert (err.value.status, err.value.code) == (200, "overloaded")
+    with pytest.raises(ApiError) as err:
+        list(api.timeline(b"garbage", vad="energy", content_type="audio/wav"))
+    assert (err.value.status, err.value.code) == (400, "invalid_audio")
