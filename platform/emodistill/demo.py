@@ -193,11 +193,11 @@ def serve_and_query(
         queries = [{"tier": t} for t in ("realtime", "interactive", "batch", "auto")]
         queries.append({"budget_ms": 3})  # no exit answers in 3 ms: refused at once
         for i, query in enumerate(queries):
-            k = (i * 7) % len(arrays["waveform"])
-            truth = labels[int(arrays["label_id"][k])]
+            index = (i * 7) % len(arrays["waveform"])
+            truth = labels[int(arrays["label_id"][index])]
             budget = query.get("budget_ms")
             try:
-                answer = post(k, **query)
+                answer = post(index, **query)
             except ApiError as err:
                 tier = query.get("tier") or f"custom ({budget} ms)"
                 rows.append([tier, budget or "", f"{err.status} {err.code}", "", "", "", truth, "", ""])
