@@ -1,11 +1,13 @@
-"""A Python client for the emodistill serving API (``POST /v1/predict``, ``GET /v1/exits``,
-``GET /healthz``), over httpx.
+"""A Python client for the emodistill serving API (``POST /v1/predict``, ``POST /v1/timeline``,
+``GET /v1/exits``, ``GET /healthz``), over httpx.
 
     from emodistill.client import Client
 
     with Client("http://127.0.0.1:8000", api_key=None) as client:
         answer = client.predict("clip.wav", tier="realtime")      # or budget_ms=50, or bytes
         answer.label, answer.scores, answer.exit, answer.degraded, answer.client_ms
+        for line in client.timeline("call.wav", tier="batch"):   # NDJSON, as segments are classified
+            line.get("start"), line.get("label"), line.get("summary")
 
 A 503 (the server sheds load) is retried after the server's ``Retry-After``, at most
 ``max_retries`` times, each wait capped at ``max_retry_wait_s``; then, like every other
@@ -18,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +206,51 @@ class Client(_Base):
                 raise error_of(response, attempt)
             return prediction_of(response, (time.perf_counter() - start) * 1000.0, attempt)
         raise AssertionError("unreachable")
+
+    def timeline(
+        self,
+        audio: str | os.PathLike | bytes,
+        tier: str | None = None,
+        budget_ms: float | None = None,
+        segment: str = "vad",
+        vad: str = "silero",
+        window: float = 3.0,
+        hop: float = 1.5,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """``POST /v1/timeline``: the emotion timeline of a recording (a path, streamed from
+        disk, or bytes), each segment's answer yielded as soon as the server sends it
+        (``start``, ``end``, ``label``, ``scores``, ``exit``, ``degraded``, ...), then the
+        ``{"summary": {...}}`` line. An error answer raises :class:`ApiError` (no retries:
+        a recording is not resent); an error line after the stream started raises
+        :class:`ApiError` with status 200 and the line's code."""
+        media = content_type
+        if isinstance(audio, (bytes, bytearray, memoryview)):
+            body: Any = bytes(audio)
+            media = media or "application/octet-stream"
+            fh = None
+        else:
+            path = Path(audio)
+            media = media or CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+            body = fh = open(path, "rb")
+        headers = {"Content-Type": media, **(headers or {}), **sla_headers(tier, budget_ms)}
+        params = {"segment": segment, "vad": vad, "window": window, "hop": hop}
+        try:
+            with self._http.stream("POST", "/v1/timeline", content=body, headers=headers, params=params) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise error_of(response, 1)
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    doc = json.loads(line)
+                    if "error" in doc:
+                        raise ApiError(200, str(doc["error"].get("code")), str(doc["error"].get("message")))
+                    yield doc
+        finally:
+            if fh is not None:
+                fh.close()
 
     def exits(self, seconds: float = 3.0) -> dict[str, Any]:
         """The deployed exits: block, UAR, expected latency for a ``seconds`` clip."""

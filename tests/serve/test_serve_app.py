@@ -61,6 +61,7 @@ def endpoint(ray_local, served_checkpoint, tmp_path_factory):
         "router.num_cpus=0.2",
         "unavailable_cooldown_s=1",
         "planning.probe_interval_s=null",  # exit counters below count only what the tests send
+        "input.timeline_max_body_bytes=4000000",
     ]
     yield start_from_config(ROOT / "serve_configs/local.yaml", overrides, port=_free_port())
     serve.shutdown()
@@ -235,6 +236,39 @@ def test_every_tier_and_the_budget_header(endpoint):
     assert (default["tier"], default["budget_ms"]) == ("interactive", 1000.0)
     custom = post(endpoint, wav(), **{"x-latency-budget-ms": "5000"}).json()
     assert (custom["tier"], custom["budget_ms"], custom["exit"]) == ("custom", 5000.0, "exit_4")
+
+
+def test_timeline_streams_a_line_per_segment_through_the_router(endpoint):
+    """POST /v1/timeline through Serve's proxy: NDJSON lines as segments are classified,
+    the tier per segment, the summary; no speech, corrupt and over-long bodies."""
+    import json
+
+    from test_timeline_api import CALL, encode, silence
+
+    def stream(data: bytes, **headers) -> tuple[httpx.Response, list[dict]]:
+        with httpx.stream("POST", f"{endpoint}/v1/timeline", content=data, params={"vad": "energy"},
+                          headers={"content-type": "audio/wav", **headers}, timeout=60) as r:
+            r.read() if r.status_code != 200 else None
+            lines = [json.loads(line) for line in r.iter_lines()] if r.status_code == 200 else []
+        return r, lines
+
+    r, lines = stream(encode(CALL), **{"x-latency-tier": "batch"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    *segments, summary = lines
+    assert len(segments) == 3 and {(s["exit"], s["tier"]) for s in segments} == {("exit_4", "batch")}
+    assert summary["summary"]["exits"] == {"exit_4": 3} and summary["summary"]["segments"] == 3
+    r, lines = stream(encode(CALL), **{"x-latency-budget-ms": "1"})  # every exit refuses: an error line
+    assert r.status_code == 200 and lines[-1]["error"]["code"] == "overloaded"
+    r, lines = stream(encode(silence(3.0)))  # no speech: only the summary
+    assert r.status_code == 200 and len(lines) == 1 and lines[0]["summary"]["segments"] == 0
+    data = bytearray(encode(np.tile(CALL, 2), "FLAC"))
+    data[3 * len(data) // 4: 3 * len(data) // 4 + 4000] = np.random.default_rng(0).bytes(4000)  # corrupt in its 2nd 10 s block
+    r, lines = stream(bytes(data))
+    assert "label" in lines[0] and lines[-1]["error"]["code"] == "invalid_audio"
+    for data, status, code in [(b"garbage bytes", 400, "invalid_audio"), (b"\0" * 4_000_001, 413, "body_too_large")]:
+        r, _ = stream(data)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+    assert post(endpoint, wav()).status_code == 200
 
 
 def test_healthz_is_503_when_every_exit_is_down_and_recovers(endpoint):

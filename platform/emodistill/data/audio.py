@@ -15,6 +15,9 @@ during the work::
                average channels (memory: the mono clip, never frames x channels)
     resample-> soxr to 16 kHz, clip again (the resampler rings past full scale)
 
+:func:`stream` decodes a recording of any length the same way, yielding 16 kHz blocks
+(soxr's streaming resampler) so memory is one block whatever the file's length.
+
 Every failure is an :class:`AudioError` with a machine-readable ``reason``: the reject
 reason of ingest and the error code of the HTTP API.
 """
@@ -137,6 +140,48 @@ def decode_clip(data: bytes, limits: AudioLimits = AudioLimits(), sample_rate: i
     return wave
 
 
+def stream(
+    source,
+    limits: AudioLimits = AudioLimits(),
+    sample_rate: int = SAMPLE_RATE,
+    block_seconds: float = 10.0,
+):
+    """Decode a recording of any length block by block: yields mono float32 arrays in
+    [-1, 1] at ``sample_rate`` (about ``block_seconds`` each), never the whole file.
+
+    ``source``: a local path, file bytes or a binary file object (an fsspec/s3 file). The
+    header is checked against ``limits`` (rate, channels, declared length vs
+    ``max_seconds``; not ``max_decoded_bytes``, which bounds a whole-clip decode: here
+    memory is one block), then the stream is capped at ``max_seconds`` whatever the header
+    said. soxr's ``ResampleStream`` resamples across block boundaries (the same samples as
+    one call over the whole file, up to its filter delay). Raises :class:`AudioError`.
+    """
+    try:
+        with sf.SoundFile(_source(source)) as fh:
+            header = _header(fh)
+            check_header(header, AudioLimits(**{**limits.__dict__, "max_decoded_bytes": 2**62}))
+            rate = header.sample_rate
+            block = max(1024, int(block_seconds * rate))
+            resampler = None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ")
+            any_samples = False
+            for mono in _mono_blocks(fh, header, limits, int(limits.max_seconds * rate), block=block):
+                any_samples = True
+                if resampler is not None:
+                    mono = np.clip(resampler.resample_chunk(mono), -1.0, 1.0)
+                if mono.size:
+                    yield np.ascontiguousarray(mono, dtype=np.float32)
+            if resampler is not None and any_samples:
+                tail = np.clip(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True), -1.0, 1.0)
+                if tail.size:
+                    yield np.ascontiguousarray(tail, dtype=np.float32)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioError("unreadable", f"not a readable audio file ({_short(err)})") from err
+    if not any_samples:
+        raise AudioError("empty", "audio has no samples")
+
+
 def check(wave: np.ndarray, limits: AudioLimits = AudioLimits(), sample_rate: int = SAMPLE_RATE) -> None:
     """Raise :class:`AudioError` unless ``wave`` (mono float) is usable under ``limits``."""
     if wave.size == 0:
@@ -179,18 +224,24 @@ def _header(fh: sf.SoundFile) -> AudioHeader:
 
 
 def _read_mono(fh: sf.SoundFile, header: AudioHeader, limits: AudioLimits) -> np.ndarray:
-    """The whole stream as mono float32 at the file's rate, in bounded blocks.
+    """The whole stream as mono float32 at the file's rate, in bounded blocks."""
+    max_frames = min(int(limits.max_seconds * header.sample_rate), limits.max_decoded_bytes // (4 * header.channels))
+    pieces = list(_mono_blocks(fh, header, limits, max_frames))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+
+
+def _mono_blocks(fh: sf.SoundFile, header: AudioHeader, limits: AudioLimits, max_frames: int, block: int | None = None):
+    """Mono float32 blocks at the file's rate (each a fresh array), clipped to [-1, 1];
+    :class:`AudioError` as soon as the stream passes ``max_frames`` or turns non-finite.
 
     libsndfile's ``sf_readf_float`` is called directly: soundfile's ``read`` seeks after
     every block and asks for "all remaining frames", both of which fail or explode on a
     stream whose length is undeclared.
     """
     channels, rate = header.channels, header.sample_rate
-    max_frames = min(int(limits.max_seconds * rate), limits.max_decoded_bytes // (4 * channels))
-    block = max(1024, _BLOCK_BYTES // (4 * channels))
+    block = block or max(1024, _BLOCK_BYTES // (4 * channels))
     buf = np.empty((block, channels), dtype=np.float32)
     ptr = sf._ffi.cast("float *", buf.ctypes.data)
-    pieces: list[np.ndarray] = []
     total = 0
     while True:
         n = int(sf._snd.sf_readf_float(fh._file, ptr, block))
@@ -198,7 +249,7 @@ def _read_mono(fh: sf.SoundFile, header: AudioHeader, limits: AudioLimits) -> np
         if err:
             raise AudioError("unreadable", f"the audio stream is corrupt ({sf._ffi.string(sf._snd.sf_error_number(err)).decode()})")
         if n <= 0:
-            break
+            return
         total += n
         if total > max_frames:  # the header said less, or nothing: stop here, whatever follows
             if total > limits.max_seconds * rate:
@@ -208,8 +259,7 @@ def _read_mono(fh: sf.SoundFile, header: AudioHeader, limits: AudioLimits) -> np
         if not np.isfinite(view).all():
             raise AudioError("non_finite", "audio contains NaN or infinite samples")
         np.clip(view, -1.0, 1.0, out=view)  # like training, which stores 16-bit audio
-        pieces.append(view.mean(axis=1, dtype=np.float32) if channels > 1 else view[:, 0].copy())
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        yield view.mean(axis=1, dtype=np.float32) if channels > 1 else view[:, 0].copy()
 
 
 def _too_large(nbytes: int, limits: AudioLimits, at_least: bool = False) -> str:

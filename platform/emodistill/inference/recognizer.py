@@ -199,6 +199,23 @@ class EmotionRecognizer:
         return out
 
 
+    # ---- recordings --------------------------------------------------------------------
+    def timeline(self, audio: Any, segment: str = "vad", vad: str = "silero", window: float = 3.0, hop: float = 1.5,
+                 batch_size: int = 8, max_seconds: float | None = None, **options: Any):
+        """The emotion timeline of a recording of any length (path, ``s3://`` URI, bytes or a
+        binary file): speech found by ``vad`` (silero or energy; ``segment="fixed"``: windows
+        over everything), long speech cut into ``window``-second windows every ``hop`` s, each
+        classified by this exit. Memory stays a few windows of audio. Returns a
+        :class:`~emodistill.inference.timeline.Timeline` (``.segments``, ``.write_csv``,
+        ``.plot``); no speech gives no segments. More options: :class:`SegmentOptions`."""
+        from emodistill.inference.segments import SegmentOptions
+        from emodistill.inference.timeline import RECORDING_LIMITS, timeline
+
+        limits = RECORDING_LIMITS if max_seconds is None else AudioLimits(min_seconds=0.0, max_seconds=max_seconds)
+        opts = SegmentOptions(segment=segment, vad=vad, window=window, hop=hop, **options)
+        return timeline(self, audio, opts, limits, batch_size=batch_size)
+
+
 def decode_file(uri: str, limits: AudioLimits) -> np.ndarray:
     """A local path or a remote URI -> mono float32 at 16 kHz (AudioError on anything else)."""
     if "://" in uri and not uri.startswith("file://"):

@@ -4,6 +4,8 @@ ids, OpenAPI, and the mapping of every failure to JSON. No Ray in here.
 ``make_api(router)`` builds the FastAPI app around a :class:`emodistill.serve.router.Router`::
 
     POST /v1/predict   audio body (or multipart `file`) -> the answer of one exit
+    POST /v1/timeline  a recording -> NDJSON, one line per segment as it is classified
+                       (emodistill.serve.timeline), then a summary line
     GET  /v1/exits     deployed exits, their UAR and expected latency
     GET  /healthz      200 while an exit can serve, 503 when none can
     GET  /docs, /openapi.json
@@ -30,13 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import tempfile
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import FastAPI, Header, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers, MutableHeaders
@@ -44,6 +48,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emodistill.data.audio import AudioError
+from emodistill.inference.segments import SegmentOptions
 from emodistill.serve.decoding import PoolFull, RequestDecoder
 from emodistill.serve.requests import (
     AUDIO_TYPES,
@@ -62,9 +67,20 @@ from emodistill.serve.requests import (
     parse_sla,
     request_id,
     request_start,
+    timeline_limits,
     too_large,
 )
 from emodistill.serve.router import Router
+from emodistill.serve.timeline import (
+    NDJSON,
+    SPOOL_MEMORY_BYTES,
+    NdjsonResponse,
+    Once,
+    SegmentSource,
+    TimelineStreams,
+    first_segment,
+    timeline_lines,
+)
 
 log = logging.getLogger("emodistill.serve")
 
@@ -270,13 +286,22 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
             {"Retry-After": str(args.retry_after_s)},
         )
 
-    async def read_audio(request: Request) -> bytes:
-        """The audio file of the request: the body, or its multipart ``file`` part."""
+    async def read_audio(
+        request: Request, limit: int | None = None, timeout_s: float | None = None, sink: BinaryIO | None = None
+    ) -> bytes:
+        """The audio file of the request: the body, or its multipart ``file`` part; with
+        ``sink`` (a spool file) the file goes there, written on the decode pool, and b"" is
+        returned."""
+        limit = args.max_body_bytes if limit is None else limit
+        timeout_s = args.input.body_timeout_s if timeout_s is None else timeout_s
         kind = media_kind(request.headers.get("content-type"))
-        declared = content_length(request.headers, args.max_body_bytes)
-        reader = MultipartReader(request.headers["content-type"], multipart_limits(args)) if kind == "multipart" else None
+        declared = content_length(request.headers, limit)
+        reader = (
+            MultipartReader(request.headers["content-type"], multipart_limits(args, limit), sink)
+            if kind == "multipart" else None
+        )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + args.input.body_timeout_s
+        deadline = loop.time() + timeout_s
         chunks: list[bytes] = []
         size = 0
         try:
@@ -290,18 +315,18 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
                     raise ApiError(
                         408, "body_timeout",
                         f"the request body stalled after {size} bytes (at most {args.input.body_idle_timeout_s:g} s "
-                        f"between pieces, {args.input.body_timeout_s:g} s in all)",
+                        f"between pieces, {timeout_s:g} s in all)",
                     ) from None
                 if message["type"] == "http.disconnect":
                     of = f" of the {declared} declared" if declared is not None else ""
                     raise ApiError(400, "body_incomplete", f"the connection closed after {size}{of} body bytes")
                 chunk = message.get("body", b"")
                 size += len(chunk)
-                if size > args.max_body_bytes:
-                    raise ApiError(413, "body_too_large", too_large(args.max_body_bytes))
-                if chunk and reader is not None:
+                if size > limit:
+                    raise ApiError(413, "body_too_large", too_large(limit))
+                if chunk and (reader is not None or sink is not None):
                     try:
-                        await decoder.run(reader.feed, chunk)
+                        await decoder.run(reader.feed if reader is not None else sink.write, chunk)  # type: ignore[union-attr]
                     except PoolFull as err:
                         raise busy(err) from err
                 elif chunk:
@@ -384,6 +409,89 @@ def make_api(router: Router, api_keys: list[str] | None = None, echo_request_id:
             "Server-Timing": ", ".join(f"{name};dur={ms:.2f}" for name, ms in timings),
         }
         return JSONResponse(body, headers=headers)
+
+    timelines = TimelineStreams(inputs.timeline_streams)
+    api.state.timelines = timelines
+
+    @api.post(
+        "/v1/timeline",
+        summary="The emotion timeline of a recording, streamed: one NDJSON line per segment",
+        description="The body is a recording (as for /v1/predict: an audio file or a multipart `file`), up to "
+        "`input.timeline_max_seconds` long and `input.timeline_max_body_bytes` large; it is spooled to a temporary "
+        "file and decoded block by block. Speech is found (`segment=vad`: `vad=silero` or `energy`; or `fixed` "
+        "windows over everything), long speech cut into `window`-second windows every `hop` seconds, and each "
+        "segment classified through the router as a /v1/predict clip would be: `X-Latency-Tier` / "
+        "`X-Latency-Budget-Ms` apply per segment, its deadline starting when the segment is ready. The answer "
+        "(`application/x-ndjson`) has one line per segment as soon as it is classified (the /v1/predict answer "
+        "plus `start` and `end` in seconds), then `{\"summary\": {...}}` (segments, duration, speech regions, "
+        "exits used). A failure after the stream started (the recording is corrupt part-way, every exit refuses) "
+        "is an `{\"error\": {...}}` line, and the stream ends. A recording without speech gives only the summary.",
+        response_class=StreamingResponse,  # for the document: NdjsonResponse is one
+        responses={
+            200: {
+                "content": {NDJSON: {"schema": {"type": "string"}}},
+                "description": "One JSON object per line: segments (see PredictResponse, plus `start`, `end`), "
+                "then `summary`, or `error` on a failure mid-stream.",
+            },
+            **_errors(400, 401, 408, 413, 415, 422, 500, 503),
+        },
+        openapi_extra={"requestBody": AUDIO_BODY},
+        dependencies=secured,
+    )
+    async def timeline(
+        request: Request,
+        segment: Annotated[
+            Literal["vad", "fixed"], Query(description="`vad`: speech regions, windowed; `fixed`: windows over everything.")
+        ] = "vad",
+        vad: Annotated[
+            Literal["silero", "energy"], Query(description="Voice-activity detector: silero-vad's model, or the energy detector.")
+        ] = "silero",
+        window: Annotated[float, Query(description="Segment length: longer speech is cut into windows of this many seconds.")] = 3.0,
+        hop: Annotated[float, Query(description="Seconds between window starts (at most `window`).")] = 1.5,
+        x_latency_tier: Annotated[
+            str | None, Header(alias="X-Latency-Tier", description="A configured tier or `auto`, for every segment.")
+        ] = None,
+        x_latency_budget_ms: Annotated[
+            str | None, Header(alias="X-Latency-Budget-Ms", description="Budget per segment in whole milliseconds.")
+        ] = None,
+        x_request_id: Annotated[
+            str | None, Header(alias="X-Request-Id", description="Your id for the request; echoed.")
+        ] = None,
+    ):
+        check_api_key(request.headers.get("authorization"), keys)
+        sla = parse_sla(request.headers, args.tiers, args.default_tier, args.cascade.budget_ms)
+        if not (math.isfinite(window) and args.min_audio_seconds <= window <= args.max_audio_seconds):
+            raise ApiError(400, "bad_request", f"window must be in [{args.min_audio_seconds:g}, {args.max_audio_seconds:g}] s")
+        if not (math.isfinite(hop) and 0 < hop <= window):
+            raise ApiError(400, "bad_request", f"hop must be in (0, window = {window:g}] s")
+        options = SegmentOptions(segment=segment, vad=vad, window=window, hop=hop)
+        if not timelines.admit():
+            raise ApiError(
+                503, "busy", f"the server is segmenting as many recordings as it takes ({timelines.streams}); retry later",
+                {"Retry-After": str(args.retry_after_s)},
+            )
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, prefix="emodistill-timeline-")
+        source = None
+        try:
+            await read_audio(request, inputs.timeline_max_body_bytes, inputs.timeline_body_timeout_s, spool)
+            if spool.tell() == 0:
+                raise ApiError(400, "empty_audio", "no audio: the request body is empty; send an audio file")
+            source = SegmentSource(spool, options, timeline_limits(args), timelines.pool)
+            first = await first_segment(source, busy)
+        except BaseException:
+            if source is not None:
+                source.close()
+            else:
+                spool.close()
+            timelines.release()
+            raise
+        def cleanup(source: SegmentSource = source) -> None:
+            source.close()
+            timelines.release()
+
+        done = Once(cleanup)
+        lines = timeline_lines(router, source, first, sla, _rid(request), busy, on_done=done)
+        return NdjsonResponse(lines, done, headers={"Cache-Control": "no-store"})
 
     @api.get(
         "/v1/exits",

@@ -259,6 +259,24 @@ class InputLimits(Config):
     multipart_max_field_bytes: int = Field(
         64 * 1024, ge=0, description="Largest multipart part other than `file`, bytes (413 beyond)."
     )
+    timeline_max_seconds: float = Field(
+        3600.0, gt=0, description="Longest recording POST /v1/timeline accepts, seconds (422 beyond, or an error line "
+        "when a stream that did not declare its length runs over it)."
+    )
+    timeline_max_body_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="Largest POST /v1/timeline body, bytes (413 beyond). It is spooled to a temporary file "
+        "(memory holds at most 1 MiB of it) and decoded block by block, never whole.",
+    )
+    timeline_body_timeout_s: float = Field(
+        600.0, gt=0, description="Longest time to receive a whole POST /v1/timeline body, seconds (408); the idle "
+        "timeout between pieces is body_idle_timeout_s."
+    )
+    timeline_streams: int = Field(
+        2, ge=1, description="Timelines a router replica segments at once (each on its own thread: decoding and "
+        "voice-activity detection); more get a fast 503 busy with Retry-After."
+    )
 
     @model_validator(mode="after")
     def _rates(self) -> InputLimits:

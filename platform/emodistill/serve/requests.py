@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -188,7 +189,7 @@ class MultipartReader:
     ``file`` are counted and dropped, never stored.
     """
 
-    def __init__(self, content_type: str, limits: MultipartLimits = MultipartLimits()):
+    def __init__(self, content_type: str, limits: MultipartLimits = MultipartLimits(), sink: BinaryIO | None = None):
         _, params = parse_options_header(content_type)
         boundary = params.get(b"boundary")
         if not boundary:
@@ -196,6 +197,7 @@ class MultipartReader:
         if len(boundary) > 70:  # RFC 2046's limit; python-multipart takes up to 256
             raise ApiError(400, "bad_multipart", "multipart boundary is over 70 characters")
         self.limits = limits
+        self.sink = sink  # the file part's bytes go here (a spool file) instead of memory
         self.parts = 0
         self._file: list[bytes] | None = None
         self._file_bytes = 0
@@ -234,6 +236,7 @@ class MultipartReader:
         self._ended = True
 
     def finish(self) -> bytes:
+        """The file part (b"" when it went to ``sink``)."""
         if not self._ended:
             raise ApiError(400, "bad_multipart", "the multipart body ends before its closing boundary")
         if self._file is None:
@@ -275,7 +278,10 @@ class MultipartReader:
             self._file_bytes += n
             if self._file_bytes > self.limits.max_file_bytes:
                 raise ApiError(413, "body_too_large", too_large(self.limits.max_file_bytes))
-            self._file.append(bytes(data[start:end]))  # type: ignore[union-attr]
+            if self.sink is not None:
+                self.sink.write(data[start:end])
+            else:
+                self._file.append(bytes(data[start:end]))  # type: ignore[union-attr]
         else:
             self._part_bytes += n
             if self._part_bytes > self.limits.max_field_bytes:
@@ -304,11 +310,25 @@ def audio_limits(args: ServeArgs) -> AudioLimits:
     )
 
 
-def multipart_limits(args: ServeArgs) -> MultipartLimits:
+def timeline_limits(args: ServeArgs) -> AudioLimits:
+    """The decode limits of a POST /v1/timeline recording: the clip limits' header checks,
+    up to ``input.timeline_max_seconds`` long (decoded in blocks: no whole-file cap)."""
+    limits = args.input
+    return AudioLimits(
+        min_seconds=0.0,
+        max_seconds=limits.timeline_max_seconds,
+        silence_peak=0.0,
+        min_sample_rate=limits.min_sample_rate,
+        max_sample_rate=limits.max_sample_rate,
+        max_channels=limits.max_channels,
+    )
+
+
+def multipart_limits(args: ServeArgs, max_file_bytes: int | None = None) -> MultipartLimits:
     return MultipartLimits(
         max_parts=args.input.multipart_max_parts,
         max_field_bytes=args.input.multipart_max_field_bytes,
-        max_file_bytes=args.max_body_bytes,
+        max_file_bytes=args.max_body_bytes if max_file_bytes is None else max_file_bytes,
     )
 
 
