@@ -199,3 +199,18 @@ def test_dry_run_refuses_to_take_an_earlier_run_silently(tiny_dataset, tmp_path)
     (tmp_path / "demo").mkdir()
     error, _ = _dry_run(f"data.dataset={tiny_dataset}", f"run.storage_path={tmp_path}")
     assert isinstance(error, FileExistsError) and "run.if_exists=resume" in str(error)
+
+
+def test_local_relative_paths_reach_the_workers_absolute(tmp_path, monkeypatch):
+    """Ray Train workers run in another directory: `models/wav2vec2-base` typed in the
+    user's folder must not turn into a Hub id there (a hub id stays one)."""
+    from emodistill.train.driver import with_absolute_local_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "wav2vec2-base").mkdir(parents=True)
+    cfg = TrainConfig.from_yaml(ROOT / "jobs/configs/own_corpus_cpu.yaml")
+    fixed = with_absolute_local_paths(cfg)
+    assert fixed.model.backbone.pretrained == str(tmp_path / "models" / "wav2vec2-base")
+    assert fixed.data.dataset == str(tmp_path / "data" / "my_corpus")
+    hub = cfg.model_copy(update={"model": cfg.model.model_copy(update={"backbone": cfg.model.backbone.model_copy(update={"pretrained": "facebook/wav2vec2-base"})})})
+    assert with_absolute_local_paths(hub).model.backbone.pretrained == "facebook/wav2vec2-base"

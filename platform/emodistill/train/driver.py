@@ -9,6 +9,7 @@ improves, ``FailureConfig(max_failures)``; then the best and the last checkpoint
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,7 @@ def build_trainer(
 
     from emodistill.evaluate.objectives import OBJECTIVES
 
+    cfg = with_absolute_local_paths(cfg)
     plan = plan or preflight(cfg, check_storage=False)
     sel = plan.selection
     storage = cfg.run.storage_path if "://" in cfg.run.storage_path else str(Path(cfg.run.storage_path).absolute())
@@ -155,6 +157,25 @@ def best_of(checkpoints: Sequence[tuple], metric: str, mode: Mode):
     if best[1].get(metric) is None:
         raise ValueError(f"no checkpoint reported {metric!r}; reported: {sorted(best[1])[:12]}")
     return best
+
+
+def with_absolute_local_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its local relative paths (the dataset, a local pretrained encoder) made
+    absolute here, where they were typed: Ray Train workers run in another directory, where
+    ``models/wav2vec2-base`` would be taken for a Hub id."""
+
+    def absolute(path: str | None, must_exist: bool = False) -> str | None:
+        if path is None or "://" in path or os.path.isabs(path) or (must_exist and not Path(path).exists()):
+            return path
+        return str(Path(path).absolute())
+
+    backbone = cfg.model.backbone.model_copy(update={"pretrained": absolute(cfg.model.backbone.pretrained, must_exist=True)})
+    return cfg.model_copy(
+        update={
+            "model": cfg.model.model_copy(update={"backbone": backbone}),
+            "data": cfg.data.model_copy(update={"dataset": absolute(cfg.data.dataset)}),
+        }
+    )
 
 
 def fit(cfg: TrainConfig, progress: bool = True, tracking_uri: str | None = None) -> TrainResult:
