@@ -439,7 +439,7 @@ def test_dockerfile_installs_the_project_pinned_with_cuda_torch():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"ARG TORCH_VERSION={_pin('torch')}" in dockerfile
     assert "https://download.pytorch.org/whl/${TORCH_CUDA}" in dockerfile
-    assert dockerfile.index("torch==${TORCH_VERSION}") < dockerfile.index("pip install --no-cache-dir -c constraints.txt .")
+    assert dockerfile.index("torch==${TORCH_VERSION}") < dockerfile.index('pip install --no-cache-dir -c constraints.txt ".[all]"')
     assert "COPY --chown=ray:users . /app" in dockerfile and "WORKDIR /app" in dockerfile
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".venv", "runs", ".git", "**/__pycache__"} <= ignored
