@@ -25,6 +25,7 @@ reason of ingest and the error code of the HTTP API.
 from __future__ import annotations
 
 import io
+import os
 import re
 from dataclasses import dataclass
 
@@ -76,6 +77,19 @@ class AudioHeader:
     @property
     def seconds(self) -> float | None:
         return None if self.frames is None else self.frames / self.sample_rate
+
+
+def local_audio_path(uri: str) -> str:
+    """A local path or ``file://`` URI, checked before it is opened: AudioError ``not_found``,
+    ``unreadable`` (a directory) or ``empty``."""
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    if not os.path.exists(path):
+        raise AudioError("not_found", f"no such file: {uri}")
+    if os.path.isdir(path):
+        raise AudioError("unreadable", f"{uri} is a directory")
+    if os.path.getsize(path) == 0:
+        raise AudioError("empty", "the file is empty (0 bytes)")
+    return path
 
 
 def check_header(header: AudioHeader, limits: AudioLimits = AudioLimits()) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from emodistill.data.audio import SAMPLE_RATE, AudioError, AudioLimits, check, decode
+from emodistill.data.audio import SAMPLE_RATE, AudioError, AudioLimits, check, decode, local_audio_path
 from emodistill.inference.loading import Opened, open_runtime
 from emodistill.inference.runtime import Precision, timed_logits
 from emodistill.inference.timing import ExitLatencies, choose_exit, exit_latencies
@@ -230,13 +230,7 @@ def decode_file(uri: str, limits: AudioLimits) -> np.ndarray:
         if not data:
             raise AudioError("empty", "the file is empty (0 bytes)")
         return decode(data, limits)
-    path = uri[len("file://"):] if uri.startswith("file://") else uri
-    if not os.path.exists(path):
-        raise AudioError("not_found", f"no such file: {uri}")
-    if os.path.isdir(path):
-        raise AudioError("unreadable", f"{uri} is a directory")
-    if os.path.getsize(path) == 0:
-        raise AudioError("empty", "the file is empty (0 bytes)")
+    path = local_audio_path(uri)
     try:
         return decode(path, limits)
     except PermissionError as err:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from emodistill.data.audio import SAMPLE_RATE, AudioError, AudioLimits, stream
+from emodistill.data.audio import SAMPLE_RATE, AudioError, AudioLimits, local_audio_path, stream
 from emodistill.inference.segments import SegmentOptions, Segmenter, merge_regions
 
 # A recording, not a clip: hours are fine (memory stays flat); the limit bounds compute.
