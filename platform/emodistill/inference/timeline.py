@@ -198,14 +198,7 @@ class _open:
             except FileNotFoundError as err:
                 raise AudioError("not_found", f"no such file: {uri}") from err
             return self.fh
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
-        if not os.path.exists(path):
-            raise AudioError("not_found", f"no such file: {uri}")
-        if os.path.isdir(path):
-            raise AudioError("unreadable", f"{uri} is a directory")
-        if os.path.getsize(path) == 0:
-            raise AudioError("empty", "the file is empty (0 bytes)")
-        return path
+        return local_audio_path(uri)
 
     def __exit__(self, *exc):
         if self.fh is not None:
