@@ -45,7 +45,7 @@ class ModelConfig(Config):
         description="Blocks (1..L) that carry a student exit. The last block L is always an exit "
         "and the teacher, whether listed or not; an empty list is plain fine-tuning.",
     )
-    student_head: HeadType = Field("gru", description="Head type of student exits (gru, lstm, conv, mean).")
+    student_head: HeadType = Field("gru", description="Head type of student exits (gru, lstm, conv, mean, stats, attentive).")
     teacher_head: HeadType = Field("mean", description="Head type of the deepest exit (the paper: mean).")
     head_dim: int = Field(256, gt=0, description="Width of each head's first linear layer (the paper: 256).")
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout inside the heads.")

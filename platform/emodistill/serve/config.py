@@ -213,6 +213,15 @@ class PlanningOptions(Config):
         "while a shallower exit can still answer in time: a restarting replica or a wedged batch does not "
         "eat the fallback's time (null: wait until only the fallback's time is left).",
     )
+    fallback_factor: float = Field(
+        1.5,
+        ge=1,
+        description="Time kept for a fallback while waiting on a deeper exit: this many times the shallower "
+        "exit's expected latency, plus fallback_margin_ms (giving up, cancelling and re-planning take time too).",
+    )
+    fallback_margin_ms: float = Field(
+        10.0, ge=0, description="Time kept for a fallback beyond fallback_factor x its expected latency, ms."
+    )
     response_margin_ms: float = Field(
         2.0, ge=0, description="Time kept back from every budget for the answer's way back to the client, ms."
     )

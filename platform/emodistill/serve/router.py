@@ -67,7 +67,6 @@ from emodistill.serve.requests import ApiError, Sla
 
 log = logging.getLogger("emodistill.serve")
 
-FALLBACK_SLACK, FALLBACK_SLACK_MS = 1.5, 10.0  # time kept for a fallback: its expected latency x 1.5 + 10 ms
 STALLED_MS = 20.0  # an exit is stalled after stall_factor x its expected latency, and at least this much more
 
 __all__ = [
@@ -308,7 +307,8 @@ class Router:
         a fallback, until the deadline."""
         fallback = self.policy.fallback_ms(decision.exit, seconds, now, tried)
         if fallback is not None:
-            reserve = FALLBACK_SLACK * fallback + FALLBACK_SLACK_MS  # giving up and re-planning take time too
+            plan = self.args.planning  # giving up, cancelling and re-planning take time too
+            reserve = plan.fallback_factor * fallback + plan.fallback_margin_ms
             if left - reserve >= decision.expected_ms:
                 patience = left - reserve
                 stall = self.args.planning.stall_factor
