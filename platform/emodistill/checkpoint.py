@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from emodistill.data.folds import Selection, legacy_selection
 from emodistill.exits import exit_block, exit_name
 from emodistill.model.backbone import backbone_from_dict
 from emodistill.model.early_exit import EarlyExitModel, ExitModelSpec
-from emodistill.storage import S3Options, get_fs, is_remote
+from emodistill.storage import S3Options, get_fs, is_remote, replace_dir
 
 FORMAT = "emodistill-checkpoint"
 VERSION = 1
@@ -176,14 +175,7 @@ def _save_local(target: Path, weights: bytes, config_text: str) -> str:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     (tmp / WEIGHTS_FILE).write_bytes(weights)
     (tmp / CONFIG_FILE).write_text(config_text)
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-    return str(target)
+    return replace_dir(tmp, target)
 
 
 def read_checkpoint_config(uri: str | os.PathLike, s3: S3Options | None = None) -> CheckpointConfig:

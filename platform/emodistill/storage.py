@@ -92,6 +92,21 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
         fs.pipe_file(path, data)
 
 
+def replace_dir(staged: str | os.PathLike, target: str | os.PathLike) -> str:
+    """Move the finished local directory ``staged`` to ``target``, replacing what is there:
+    the old directory is renamed aside first, so ``target`` is never a mix of both, and
+    removed after. Both on one filesystem (stage next to the target). Returns ``target``."""
+    target = Path(target).absolute()
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staged, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, target)
+    return str(target)
+
+
 def pyarrow_fs(fs: fsspec.AbstractFileSystem):
     """A pyarrow filesystem over ``fs`` (for pyarrow.parquet and Ray Data)."""
     import pyarrow.fs as pafs

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from emodistill.inference.runtime import ExitRuntime, OnnxRuntime, TorchRuntime,
 from emodistill.inference.timing import choose_exit, find_profile, measure_exits, time_runtimes
 from emodistill.inference.verify import Clips, Verification, calibration_clips, check_export, evaluation_clips
 from emodistill.inference.weights import CutModel, load_cut
-from emodistill.storage import get_fs, is_remote
+from emodistill.storage import get_fs, is_remote, replace_dir
 
 Quantize = Literal["none", "int8", "bf16"]
 
@@ -346,15 +345,7 @@ def _publish(staged: Path, out: str) -> str:
             fs.rm(path, recursive=True)
         fs.put(str(staged) + "/", path, recursive=True)
         return out
-    target = Path(out).absolute()
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(staged, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staged, target)
-    return str(target)
+    return replace_dir(staged, out)
 
 
 __all__ = ["ExportConfig", "ExportResult", "ExportVerificationError", "export"]
