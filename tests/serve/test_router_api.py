@@ -275,3 +275,22 @@ def test_a_stalled_exit_is_given_up_on_its_queued_calls_cancelled_and_a_shallowe
     bodies = asyncio.run(go())
     assert all(b["exit"] != "exit_4" and b["degraded_reason"] == "timeout" and not b["late"] for b in bodies), bodies
     assert (worker.stats.computed, worker.stats.cancelled) == (1, 2)
+
+
+@pytest.mark.parametrize("factor, margin", [(1.5, 10.0), (2.0, 300.0)])
+def test_the_time_kept_for_a_fallback_is_the_configured_reserve(served_checkpoint, factor, margin):
+    """While a shallower exit could answer, the router waits on a deeper one until only
+    fallback_factor x that exit's expected latency + fallback_margin_ms is left."""
+    import time
+
+    from emodistill.serve.policy import Decision
+
+    planning = {"probe_interval_s": None, "stall_factor": None, "fallback_factor": factor, "fallback_margin_ms": margin}
+    _, router = make_client(served_checkpoint, profile=fast_profile(served_checkpoint), planning=planning)
+    now = time.perf_counter()
+    deep = Decision("exit_4", router.policy.estimate("exit_4", 1.0, now).total_ms)
+    fallback = router.policy.fallback_ms("exit_4", 1.0, now, {})
+    assert fallback is not None
+    assert router._patience(deep, 1.0, 1000.0, now, {}) == pytest.approx(1000.0 - (factor * fallback + margin))
+    # too little time for both: wait on the deep exit until the deadline
+    assert router._patience(deep, 1.0, factor * fallback + margin, now, {}) == pytest.approx(factor * fallback + margin)

@@ -311,7 +311,7 @@ class Router:
             reserve = plan.fallback_factor * fallback + plan.fallback_margin_ms
             if left - reserve >= decision.expected_ms:
                 patience = left - reserve
-                stall = self.args.planning.stall_factor
+                stall = plan.stall_factor
                 if stall is not None:
                     # an exit several times later than its own tail estimate is stalled (a replica
                     # restarting, a wedged batch): leave it early while the fallback has room
