@@ -116,3 +116,6 @@ def test_off_by_default_and_bad_ranges_rejected():
         AugmentConfig(noise_colors=["purple"])
     with pytest.raises(ValidationError, match="positive"):
         AugmentConfig(reverb_rt60=(0.0, 0.5))
+    with pytest.raises(ValidationError, match="0.7..1.4"):
+        AugmentConfig(vtlp=(0.5, 1.0))
+    assert not AugmentConfig(vtlp=(0.9, 1.1)).active, "VTLP is the front-end's, not a waveform augmentation"

@@ -63,3 +63,32 @@ def test_pitch_channels_are_the_same_either_way():
 def test_the_dft_basis_is_no_weight():
     fe = front_end(True)
     assert not {"dft", "window", "window_sq", "mel"} & set(fe.state_dict())
+
+
+def test_a_model_that_keeps_the_level_keeps_it_in_its_onnx_graph(tmp_path):
+    """`normalize_waveform: false` (the CPU recipe): the recording level reaches the model, in
+    torch and in the exported graph alike; with normalisation a louder copy answers the same."""
+    import onnxruntime as ort
+
+    from conftest import LABELS
+    from emodistill.inference.graph import LogitsGraph
+    from emodistill.inference.onnx import export_onnx
+    from emodistill.model import BackboneConfig, ModelConfig, build_model
+
+    x, mask = padded_batch([16000, 11000], seed=5)
+    louder = 8.0 * x
+    for keep_level in (True, False):
+        torch.manual_seed(0)
+        cfg = ModelConfig(backbone=BackboneConfig(arch="tiny", frontend="logmel"), exits=[1], student_head="stats",
+                          teacher_head="stats", normalize_waveform=not keep_level)
+        graph = LogitsGraph(build_model(cfg, LABELS).eval(), "exit_1", with_mask=True)
+        path = export_onnx(graph, tmp_path / f"keep_{keep_level}.onnx", exporter="torchscript")  # the quick exporter
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for values in (x, louder):
+            with torch.inference_mode():
+                expected = graph(values, mask).numpy()
+            got = session.run(None, {"input_values": values.numpy(), "attention_mask": mask.long().numpy()})[0]
+            torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(expected), rtol=1e-4, atol=1e-4)
+        with torch.inference_mode():
+            quiet_logits, loud_logits = graph(x, mask), graph(louder, mask)
+        assert torch.allclose(quiet_logits, loud_logits, atol=1e-4) != keep_level

@@ -142,3 +142,42 @@ def test_logmel_pitch_padded_batch_equals_clips_one_by_one():
     batch = model(x, mask)
     for i, n in enumerate(lengths):
         torch.testing.assert_close(batch.teacher.logits[i], model(x[i : i + 1, :n]).teacher.logits[0], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("pitch", [False, True])
+def test_vtlp_moves_the_spectrum_in_training_only(pitch):
+    import numpy as np
+
+    from emodistill.model.frontend import LOGMEL
+
+    frontend = LogMelFrontEnd(LOGMEL["conv_dim"], LOGMEL["conv_kernel"], LOGMEL["conv_stride"], pitch=pitch).eval()
+    t = np.arange(8000) / 16000
+
+    def tone(hz):
+        return torch.tensor(np.sin(2 * np.pi * hz * t), dtype=torch.float32)[None]
+
+    def peak_band(log_mel):
+        return int(log_mel[0].mean(dim=1).argmax())
+
+    plain, higher = frontend.log_mel(tone(1000.0)), frontend.log_mel(tone(1200.0))
+    frontend.vtlp = (1.2, 1.2)
+    assert torch.equal(frontend.log_mel(tone(1000.0)), plain), "a module in eval() mode is never warped"
+    frontend.train()
+    # a 1 kHz tone read on a stretched axis lands where a 1.2 kHz tone does
+    warped = frontend.log_mel(tone(1000.0))
+    assert peak_band(warped) == peak_band(higher) != peak_band(plain)
+    frontend.vtlp = (1.0, 1.0)
+    torch.testing.assert_close(frontend.log_mel(tone(1000.0)), plain, rtol=0, atol=1e-5)
+
+
+def test_vtlp_draws_a_factor_per_clip_from_torchs_seeded_generator():
+    from emodistill.model.frontend import LOGMEL
+
+    frontend = LogMelFrontEnd(LOGMEL["conv_dim"], LOGMEL["conv_kernel"], LOGMEL["conv_stride"]).train()
+    frontend.vtlp = (0.85, 1.15)
+    x = torch.randn(1, 8000).repeat(4, 1)  # the same clip four times
+    torch.manual_seed(3)
+    a = frontend.log_mel(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(frontend.log_mel(x), a, rtol=0, atol=0)
+    assert len({round(float(row.sum()), 3) for row in a}) > 1, "each clip of the batch gets its own factor"

@@ -70,3 +70,20 @@ def test_no_augmentation_when_off():
     step({"input_values": x, "attention_mask": mask, "labels": torch.tensor([0, 1])})
     assert torch.equal(seen[0], x)
     assert np.isfinite(seen[0].numpy()).all()
+
+
+def test_vtlp_is_set_on_the_log_mel_front_end_and_refused_without_one():
+    from emodistill.data.augment import apply_vtlp
+    from emodistill.model import BackboneConfig, ModelConfig, build_model
+
+    base = {"data": {"dataset": "d"}, "augment": {"vtlp": [0.9, 1.1]}}
+    with pytest.raises(ValueError, match="frontend: logmel"):
+        TrainConfig.model_validate({**base, "model": {"backbone": {"arch": "tiny", "frontend": "conv"}}})
+    cfg = TrainConfig.model_validate({**base, "model": {"backbone": {"arch": "tiny", "frontend": "logmel"}, "exits": [2]}})
+    model = build_model(cfg.model, ["a", "b"])
+    step = TrainStep(model, SelfDistillationLoss(cfg.loss), OptimConfig(warmup_ratio=0), 10, augment=cfg.augment)
+    assert model.backbone.feature_extractor.vtlp == (0.9, 1.1)
+    assert step.augment is None, "no waveform augmentation to run: VTLP happens inside the model"
+    conv = build_model(ModelConfig(backbone=BackboneConfig(arch="tiny"), exits=[2]), ["a", "b"])
+    with pytest.raises(ValueError, match="log-mel front-end"):
+        apply_vtlp(conv, cfg.augment)

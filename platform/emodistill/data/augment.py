@@ -10,6 +10,10 @@ run augments identically every time, whatever process it runs in.
     gain       a random level change in dB
     time_mask  zero a few short spans (SpecAugment's time masking, on the waveform)
 
+One more lives in the log-mel front-end, because it acts on the spectrum: ``vtlp``,
+vocal-tract-length perturbation (``emodistill.model.frontend``); ``apply_vtlp`` switches
+it on in a model the trainer builds.
+
 ``augment_clip`` chains them as an :class:`AugmentConfig` says (the ``augment:`` section of
 the training config); ``augment_batch`` applies it to a padded batch ``(input_values,
 attention_mask)`` and pads again, so padding stays zero and the mask follows the new
@@ -52,8 +56,14 @@ class AugmentConfig(Config):
     )
     time_masks: int = Field(0, ge=0, description="Spans zeroed per clip (SpecAugment time masking); 0 = off.")
     time_mask_seconds: float = Field(0.1, gt=0.0, description="Longest zeroed span, seconds (each drawn uniformly).")
+    vtlp: tuple[float, float] = Field(
+        (1.0, 1.0), description="Vocal-tract-length perturbation (Jaitly & Hinton 2013): range of the factor, drawn "
+        "uniformly per clip, by which the log-mel front-end stretches the frequency axis of a training clip, as if a "
+        "speaker with a shorter (>1) or longer (<1) vocal tract had said it; tempo is kept (1.0 = off; 0.85..1.15 is "
+        "the usual choice). Needs `model.backbone.frontend: logmel` or `logmel_pitch`.",
+    )
 
-    @field_validator("speed", "noise_snr_db", "reverb_rt60")
+    @field_validator("speed", "noise_snr_db", "reverb_rt60", "vtlp")
     @classmethod
     def _ordered(cls, value: tuple[float, float], info) -> tuple[float, float]:
         lo, hi = value
@@ -61,6 +71,8 @@ class AugmentConfig(Config):
             raise ValueError(f"{info.field_name}: the low end {lo} is above the high end {hi}")
         if info.field_name == "speed" and not (0.5 <= lo and hi <= 2.0):
             raise ValueError(f"speed factors must lie in 0.5..2.0, got {list(value)}")
+        if info.field_name == "vtlp" and not (0.7 <= lo and hi <= 1.4):
+            raise ValueError(f"vtlp factors must lie in 0.7..1.4, got {list(value)}")
         if info.field_name == "reverb_rt60" and lo <= 0:
             raise ValueError(f"reverb_rt60 must be positive, got {list(value)}")
         return value
@@ -75,7 +87,7 @@ class AugmentConfig(Config):
 
     @property
     def active(self) -> bool:
-        """Whether any augmentation is switched on."""
+        """Whether any waveform augmentation is switched on (``vtlp`` is the front-end's)."""
         return (
             (self.speed != (1.0, 1.0) and self.speed_prob > 0)
             or self.noise_prob > 0
@@ -194,6 +206,20 @@ def augment_clip(wave: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
     return out
 
 
+def apply_vtlp(model: torch.nn.Module, cfg: AugmentConfig) -> None:
+    """Set ``cfg.vtlp`` on the log-mel front-end of ``model`` (an ``EarlyExitModel``, possibly
+    wrapped in DistributedDataParallel); it warps clips only while the model is in train()
+    mode. A no-op when ``vtlp`` is off; a ValueError when it is on and the model has no
+    log-mel front-end (the training config refuses that combination before this)."""
+    if cfg.vtlp == (1.0, 1.0):
+        return
+    inner = getattr(model, "module", model)
+    frontend = getattr(getattr(inner, "backbone", None), "feature_extractor", None)
+    if not hasattr(frontend, "vtlp"):
+        raise ValueError("augment.vtlp needs a log-mel front-end (model.backbone.frontend: logmel or logmel_pitch)")
+    frontend.vtlp = tuple(cfg.vtlp)
+
+
 def augment_batch(
     input_values: torch.Tensor, attention_mask: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,6 +239,7 @@ __all__ = [
     "NOISE_COLORS",
     "active_rms",
     "add_noise",
+    "apply_vtlp",
     "augment_batch",
     "augment_clip",
     "colored_noise",

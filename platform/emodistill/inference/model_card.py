@@ -138,8 +138,12 @@ def model_card(info: ExportInfo, metadata: Mapping[str, Any], profile: ExitProfi
         "## Input and output",
         "",
         f"- input: `input_values` (batch, samples) float32, mono audio at {info.sample_rate} Hz{mask_text}. "
-        "Each clip is normalised inside the model (zero mean, unit variance over its samples), so "
-        "`preprocessor_config.json` has `do_normalize: false`.",
+        + ("Each clip is normalised inside the model (zero mean, unit variance over its samples), so "
+           "`preprocessor_config.json` has `do_normalize: false`."
+           if info.spec.normalize_waveform else
+           "The model reads each clip's level as it is (trained with `normalize_waveform: false`: loudness is one of "
+           "its cues), so feed samples in -1..1 at the level they were recorded, as in training; do not normalise "
+           "them (`preprocessor_config.json` has `do_normalize: false`)."),
         "- batches: " + ("clips of different lengths can share a batch (padded, with the mask)." if mask_text else
                          "clips in one batch must have the same length (the GroupNorm conv encoder would see "
                          "padding); the emodistill runtimes group clips by length."),

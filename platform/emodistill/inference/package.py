@@ -11,7 +11,8 @@ recognizer and serving read it through here):
     preprocessor_config.json  a Wav2Vec2FeatureExtractor config: 16 kHz mono float32
     README.md                 the model card (``inference.model_card``)
 
-The graph normalises each clip itself, so ``do_normalize`` is false: feed raw audio.
+The graph normalises each clip itself (or, trained with ``normalize_waveform: false``, reads
+its level as recorded), so ``do_normalize`` is false either way: feed raw audio.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def preprocessor_config(info: ExportInfo) -> dict[str, Any]:
         "sampling_rate": info.sample_rate,
         "padding_side": "right",
         "padding_value": 0.0,
-        "do_normalize": False,  # the graph normalises each clip over its valid samples
+        "do_normalize": False,  # the graph normalises each clip itself, or keeps its level on purpose
         "return_attention_mask": "attention_mask" in info.inputs,
     }
 

@@ -37,6 +37,13 @@ traced or compiled for export takes the convolution.
 
 Every output frame depends only on the samples under its own windows (no centre padding,
 no normalisation over time), so a padded batch gives each clip the frames it gets alone.
+
+Vocal-tract-length perturbation (VTLP, Jaitly & Hinton 2013) is a training-time option of
+this front-end (``augment.vtlp`` in the training config sets ``vtlp``): in ``train()`` mode
+each clip's mel bands are read on a frequency axis stretched by a factor drawn uniformly
+from the range (torch's generator, which training seeds), as if a speaker with a shorter
+(> 1) or longer (< 1) vocal tract and a higher or lower voice had said it; tempo and
+duration are untouched. ``eval()``, export and serving use the plain filterbank.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ FRONTEND_TYPES = ("conv", "logmel", "logmel_pitch")
 PITCH_CHANNELS = 3  # voicing, voicing x log2(f0 / 150 Hz), log frame energy
 F0_RANGE_HZ = (60.0, 500.0)
 PITCH_BAND_HZ = 1500.0  # the autocorrelation is taken over the band up to here (f0 and first harmonics)
+VTLP_STEP = 0.01  # warp factors are drawn on this grid, so each filterbank is built once
 
 # The log-mel geometry (transformers' conv_* fields): a 512-sample (32 ms) window every
 # 160 samples (10 ms), 64 mel bands, then one convolution of width 128 over 5 frames with
@@ -87,9 +95,13 @@ def exporting() -> bool:
     return bool(torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting())
 
 
-def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = 16000, fmin: float = 20.0) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale, each at least one bin wide."""
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = 16000, fmin: float = 20.0, warp: float = 1.0) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale, each at least one bin wide.
+
+    ``warp`` != 1 reads each bin at a warped frequency (VTLP, Jaitly & Hinton 2013): f -> warp x f
+    up to a boundary, then linearly to the Nyquist frequency, which stays put, so no band
+    falls off the top or empties."""
+    freqs = vtlp_warp(np.fft.rfftfreq(n_fft, 1.0 / sample_rate), warp, sample_rate)
 
     def mel(f):
         return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
@@ -100,7 +112,7 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = 16000, fmin: floa
     edges = hz(np.linspace(mel(fmin), mel(sample_rate / 2), n_mels + 2))
     # below ~ n_mels/4 bands the triangles would be narrower than an FFT bin: widen them so
     # every band sees at least the bin nearest its centre (no all-zero bands)
-    bin_width = sample_rate / n_fft
+    bin_width = sample_rate / n_fft * max(warp, 1.0)  # the warped bins are up to warp x further apart
     bank = np.zeros((n_mels, freqs.size))
     for i in range(n_mels):
         lo, centre, hi = edges[i], edges[i + 1], edges[i + 2]
@@ -109,6 +121,17 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = 16000, fmin: floa
         falling = (hi - freqs) / (hi - centre)
         bank[i] = np.clip(np.minimum(rising, falling), 0.0, None)
     return bank / bank.sum(axis=1, keepdims=True)
+
+
+def vtlp_warp(freqs: np.ndarray, warp: float, sample_rate: int = 16000, boundary_hz: float = 4800.0) -> np.ndarray:
+    """Jaitly & Hinton's piecewise-linear frequency warp: ``warp x f`` below
+    ``boundary_hz x min(warp, 1) / warp``, then a straight line to (nyquist, nyquist)."""
+    if warp == 1.0:
+        return freqs
+    nyquist = sample_rate / 2
+    knee = boundary_hz * min(warp, 1.0) / warp
+    upper = nyquist - (nyquist - warp * knee) * (nyquist - freqs) / (nyquist - knee)
+    return np.where(freqs <= knee, warp * freqs, upper)
 
 
 class LogMelFrontEnd(nn.Module):
@@ -151,13 +174,15 @@ class LogMelFrontEnd(nn.Module):
             bank = torch.tensor(mel_filterbank(fft, dims[0], sample_rate), dtype=torch.float32)
             self.register_buffer("mel", bank, persistent=False)
             self.register_buffer("window_sq", torch.tensor(hann(self.n_fft)[None, None, :] ** 2, dtype=torch.float32), persistent=False)
-            self.sample_rate = sample_rate
         inputs = [dims[0] + (PITCH_CHANNELS if pitch else 0), *dims[1:]]
         self.convs = nn.ModuleList(
             nn.Conv1d(inputs[i - 1], dims[i], kernels[i], stride=strides[i]) for i in range(1, len(dims))
         )
         self.act = nn.GELU()
         self._requires_grad = True
+        self.sample_rate = sample_rate
+        self.vtlp: tuple[float, float] | None = None  # training-time warp range; see the module docstring
+        self._warped_banks: dict[int, torch.Tensor] = {}
 
     def _freeze_parameters(self) -> None:
         """What transformers' ``freeze_feature_encoder`` calls."""
@@ -171,7 +196,26 @@ class LogMelFrontEnd(nn.Module):
             return self._analyse(input_values)[0]
         with torch.autocast(device_type=input_values.device.type, enabled=False):
             power = self.power(input_values.float())  # (batch, freq, frames)
-            return torch.log(torch.matmul(self.mel, power) + 1e-6)
+            return torch.log(torch.matmul(self.filterbank(power.shape[0]), power) + 1e-6)
+
+    def filterbank(self, batch: int) -> torch.Tensor:
+        """The mel filterbank: (n_mels, bins), or in training with ``vtlp`` set, one warped
+        bank per clip, (batch, n_mels, bins)."""
+        if self.vtlp is None or not self.training or exporting():
+            return self.mel
+        low, high = self.vtlp
+        steps = torch.round((low + (high - low) * torch.rand(batch)) / VTLP_STEP).long().tolist()
+        return torch.stack([self._warped(step) for step in steps])
+
+    def _warped(self, step: int) -> torch.Tensor:
+        """The filterbank read on a frequency axis warped by ``step * VTLP_STEP`` (energy at
+        f is counted at about alpha x f, see ``vtlp_warp``), cached per factor."""
+        if step not in self._warped_banks:
+            n_mels, bins = self.mel.shape
+            fft = 2 * (bins - 1)
+            bank = mel_filterbank(fft, n_mels, self.sample_rate, warp=step * VTLP_STEP)
+            self._warped_banks[step] = torch.tensor(bank, dtype=torch.float32, device=self.mel.device)
+        return self._warped_banks[step].to(self.mel.device)
 
     def power(self, x: torch.Tensor, real_valued: bool | None = None) -> torch.Tensor:
         """(batch, samples) float32 -> |DFT|^2 of each windowed frame, (batch, bins, frames):
@@ -199,7 +243,7 @@ class LogMelFrontEnd(nn.Module):
         with torch.autocast(device_type=input_values.device.type, enabled=False):
             x = input_values.float()
             power = self.power(x).transpose(1, 2)  # (batch, frames, n_fft + 1)
-            log_mel = torch.log(torch.matmul(power, self.mel.T) + 1e-6).transpose(1, 2)
+            log_mel = torch.log(torch.matmul(power, self.filterbank(x.shape[0]).transpose(-1, -2)) + 1e-6).transpose(1, 2)
             acf = torch.matmul(power[..., : self.cosines.shape[0]], self.cosines)  # (batch, frames, lags), low band
             lo = self.lags[0]
             normalised = acf[..., lo:] / acf[..., :1].clamp_min(1e-8)

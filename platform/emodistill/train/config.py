@@ -178,6 +178,16 @@ class TrainConfig(Config):
         return raw
 
     @model_validator(mode="after")
+    def _vtlp_needs_logmel(self) -> TrainConfig:
+        """VTLP warps the mel filterbank: the conv feature encoder has none to warp."""
+        if self.augment.vtlp != (1.0, 1.0) and self.model.backbone.frontend == "conv":
+            raise ValueError(
+                "augment.vtlp warps the log-mel front-end's filterbank, but model.backbone.frontend is conv: set "
+                "frontend: logmel (or logmel_pitch), or leave augment.vtlp at [1.0, 1.0]"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _feature_widths(self) -> TrainConfig:
         """Embedding-level feature distillation compares pooled features of the students and
         the teacher: statistics-pooling heads give twice the width of the others."""

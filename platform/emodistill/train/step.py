@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from emodistill.data.augment import AugmentConfig, augment_batch
+from emodistill.data.augment import AugmentConfig, apply_vtlp, augment_batch
 from emodistill.losses import LossOutput, SelfDistillationLoss
 from emodistill.train.config import OptimConfig
 
@@ -86,6 +86,8 @@ class TrainStep:
         self.loss_fn = loss_fn
         self.cfg = cfg
         self.augment = augment if augment is not None and augment.active else None
+        if augment is not None:
+            apply_vtlp(model, augment)  # the front-end's own, in train() mode only
         self.total_steps = max(1, total_steps)
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
