@@ -51,55 +51,46 @@ def load_folds(uri: str):
     return labels, by_fold
 
 
+class Adversary:
+    """recipe_vs_baseline's training hooks: the speaker classifiers, their optimiser, and the
+    adversarial term added to the recipe's loss."""
+
+    def __init__(self, waves, weight: float):
+        names = sorted({SPEAKER_OF[id(w)] for w in waves})
+        self.spk = np.array([names.index(SPEAKER_OF[id(w)]) for w in waves])
+        self.num_speakers, self.weight = len(names), weight
+        self.speakers, self.done = None, 0
+
+    def setup(self, model, step, total: int) -> None:
+        with torch.no_grad():
+            probe = model(torch.zeros(1, 16000))
+        self.heads = nn.ModuleDict({n: nn.Linear(o.embedding.shape[-1], self.num_speakers) for n, o in probe.exits.items()})
+        self.optimizer = torch.optim.AdamW(self.heads.parameters(), lr=step.cfg.lr_heads)
+        self.total, emotion_loss = total, step.loss_fn
+
+        def loss_with_adversary(outputs, y):
+            out = emotion_loss(outputs, y)
+            scale = 2.0 / (1.0 + math.exp(-10.0 * self.done / self.total)) - 1.0
+            adv = sum(
+                nn.functional.cross_entropy(self.heads[n](Reverse.apply(o.embedding, scale)), self.speakers)
+                for n, o in outputs.exits.items()
+            ) / len(outputs.exits)
+            out.total = out.total + self.weight * adv
+            return out
+
+        step.loss_fn = loss_with_adversary
+
+    def before(self, idx) -> None:
+        self.speakers = torch.as_tensor(self.spk[idx])
+
+    def after(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.done += 1
+
+
 def train_in_process(cfg, labels, waves, ys, seed: int, trace=None, weight: float = 0.3):
-    from emodistill.data.batching import pad_batch, prepare
-    from emodistill.losses import SelfDistillationLoss
-    from emodistill.model import build_model
-    from emodistill.train.step import TrainStep
-
-    names = sorted({SPEAKER_OF[id(w)] for w in waves})
-    spk = np.array([names.index(SPEAKER_OF[id(w)]) for w in waves])
-    torch.manual_seed(seed)
-    model = build_model(cfg.model, labels).train()
-    batch = cfg.optim.batch_size * cfg.scaling.num_workers
-    steps_per_epoch = math.ceil(len(waves) / (batch * cfg.optim.grad_accum))
-    total = steps_per_epoch * cfg.optim.epochs
-    step = TrainStep(model, SelfDistillationLoss(cfg.loss), cfg.optim, total, augment=cfg.augment)
-    with torch.no_grad():
-        probe = model(torch.zeros(1, 16000))
-    adversaries = nn.ModuleDict({n: nn.Linear(o.embedding.shape[-1], len(names)) for n, o in probe.exits.items()})
-    adv_opt = torch.optim.AdamW(adversaries.parameters(), lr=cfg.optim.lr_heads)
-    emotion_loss = step.loss_fn
-    state = {"speakers": None, "done": 0}
-
-    def loss_with_adversary(outputs, y):
-        out = emotion_loss(outputs, y)
-        scale = 2.0 / (1.0 + math.exp(-10.0 * state["done"] / total)) - 1.0
-        adv = sum(
-            nn.functional.cross_entropy(adversaries[n](Reverse.apply(o.embedding, scale)), state["speakers"])
-            for n, o in outputs.exits.items()
-        ) / len(outputs.exits)
-        out.total = out.total + weight * adv
-        return out
-
-    step.loss_fn = loss_with_adversary
-    for epoch in range(cfg.optim.epochs):
-        torch.manual_seed(seed * 1000 + epoch * 10)
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(len(waves))
-        model.train()
-        losses = []
-        for start in range(0, len(order), batch):
-            idx = order[start : start + batch]
-            x, mask = pad_batch([prepare(waves[i], cfg.data.train_batch, rng) for i in idx])
-            state["speakers"] = torch.as_tensor(spk[idx])
-            losses.append(step({"input_values": x, "attention_mask": mask, "labels": torch.as_tensor(ys[idx])}).total.item())
-            adv_opt.step()
-            adv_opt.zero_grad(set_to_none=True)
-            state["done"] += 1
-        if trace is not None:
-            trace(epoch, model.eval(), float(np.mean(losses)))
-    return model.eval()
+    return _train_in_process(cfg, labels, waves, ys, seed, trace, hooks=Adversary(waves, weight))
 
 
 if __name__ == "__main__":
@@ -107,7 +98,7 @@ if __name__ == "__main__":
     parser.add_argument("--weight", type=float, default=0.3, help="Weight of the speaker-adversarial loss.")
     own, rest = parser.parse_known_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _load_folds = recipe.load_folds
+    _load_folds, _train_in_process = recipe.load_folds, recipe.train_in_process
     recipe.load_folds = load_folds
     recipe.train_in_process = lambda *a, **k: train_in_process(*a, **k, weight=own.weight)
     sys.argv = [str(recipe.__file__), *rest]

@@ -126,10 +126,12 @@ def baseline_folds(uri: str, labels: list[str], by_fold: dict[int, dict]) -> dic
 # ---- the recipe, trained in-process ------------------------------------------------------
 
 
-def train_in_process(cfg, labels, waves, ys, seed: int, trace=None):
+def train_in_process(cfg, labels, waves, ys, seed: int, trace=None, hooks=None):
     """The recipe's training on in-memory clips, as the Ray Train worker does it: per epoch
     a seeded shuffle and fresh random crops, ``TrainStep`` (augmentation included).
-    ``trace(epoch, model, mean_train_loss)``, when given, runs after every epoch (diagnostics only)."""
+    ``trace(epoch, model, mean_train_loss)``, when given, runs after every epoch (diagnostics only).
+    ``hooks`` (pilots only): ``hooks.setup(model, step, total_steps)`` once, then
+    ``hooks.before(idx)`` and ``hooks.after()`` around every step on the clips ``idx``."""
     import torch
 
     from emodistill.data.batching import pad_batch, prepare
@@ -142,6 +144,8 @@ def train_in_process(cfg, labels, waves, ys, seed: int, trace=None):
     batch = cfg.optim.batch_size * cfg.scaling.num_workers
     steps_per_epoch = math.ceil(len(waves) / (batch * cfg.optim.grad_accum))
     step = TrainStep(model, SelfDistillationLoss(cfg.loss), cfg.optim, steps_per_epoch * cfg.optim.epochs, augment=cfg.augment)
+    if hooks is not None:
+        hooks.setup(model, step, steps_per_epoch * cfg.optim.epochs)
     for epoch in range(cfg.optim.epochs):
         torch.manual_seed(seed * 1000 + epoch * 10)
         rng = np.random.default_rng([seed, epoch])
@@ -151,7 +155,11 @@ def train_in_process(cfg, labels, waves, ys, seed: int, trace=None):
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
             x, mask = pad_batch([prepare(waves[i], cfg.data.train_batch, rng) for i in idx])
+            if hooks is not None:
+                hooks.before(idx)
             losses.append(step({"input_values": x, "attention_mask": mask, "labels": torch.as_tensor(ys[idx])}).total.item())
+            if hooks is not None:
+                hooks.after()
         if trace is not None:
             trace(epoch, model.eval(), float(np.mean(losses)))
     return model.eval()
